@@ -67,8 +67,9 @@ pub enum ChangeKind {
     RoleDeleted { role: RoleName },
     /// Raises the listed users' revisions without touching permsync's own data.
     Invalidated { users: Vec<UserId>, reason: Option<String> },
-    /// One session (`session: Some`) or all of a user's sessions ended.
-    SessionsEnded { user: UserId, session: Option<String>, reason: SessionEnd },
+    /// Sessions of a user ended: their refresh tokens stop working, their access
+    /// tokens are refused, and their open event streams are told and closed.
+    SessionsEnded { user: UserId, sessions: Vec<String>, reason: SessionEnd },
 }
 
 impl ChangeKind {

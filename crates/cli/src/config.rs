@@ -1,0 +1,125 @@
+//! The `serve` configuration: a TOML file, overridden by `PERMSYNC_*` variables,
+//! overridden by flags. Unknown keys in the file are errors that name the key.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use permsync_auth::{ExternalIssuer, IssuerKey};
+use permsync_server::{ServerConfig, StaleTokens};
+use serde::Deserialize;
+
+pub const DEFAULT_ADDR: &str = "127.0.0.1:7080";
+pub const DEFAULT_DB: &str = "sqlite://permsync.db";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub addr: Option<String>,
+    pub db: Option<String>,
+    /// `"allow"` or `"reject"`.
+    pub stale_tokens: Option<String>,
+    /// Seconds.
+    pub access_token_ttl: Option<u64>,
+    /// Seconds.
+    pub refresh_token_ttl: Option<u64>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub embed_permissions: Option<bool>,
+    pub cors: Option<CorsConfig>,
+    #[serde(default)]
+    pub issuers: Vec<IssuerConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    #[serde(default)]
+    pub origins: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    pub iss: String,
+    pub aud: String,
+    pub hs256_secret: Option<String>,
+    pub public_key_pem_file: Option<PathBuf>,
+    pub jwks_url: Option<String>,
+}
+
+impl FileConfig {
+    pub fn read(path: &Path) -> anyhow::Result<FileConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+        // toml's message names the unknown or mistyped key and its line.
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {}", path.display(), e.message()))
+    }
+}
+
+/// What flags and variables said; `None` where they were silent.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    pub addr: Option<String>,
+    pub db: Option<String>,
+    pub stale_tokens: Option<String>,
+    pub access_token_ttl: Option<u64>,
+    pub cors_origins: Option<Vec<String>>,
+    pub embed_permissions: bool,
+}
+
+pub struct Resolved {
+    pub addr: String,
+    pub db: String,
+    pub server: ServerConfig,
+}
+
+pub fn resolve(file: FileConfig, over: Overrides) -> anyhow::Result<Resolved> {
+    let mut server = ServerConfig::default();
+    server.stale_tokens = match over.stale_tokens.or(file.stale_tokens).as_deref() {
+        None | Some("allow") => StaleTokens::Allow,
+        Some("reject") => StaleTokens::Reject,
+        Some(other) => bail!("stale_tokens must be \"allow\" or \"reject\", not {other:?}"),
+    };
+    if let Some(ttl) = over.access_token_ttl.or(file.access_token_ttl) {
+        if !(10..=86_400).contains(&ttl) {
+            bail!("access_token_ttl must be between 10 and 86400 seconds");
+        }
+        server.access_token_ttl = Duration::from_secs(ttl);
+    }
+    if let Some(ttl) = file.refresh_token_ttl {
+        server.refresh_token_ttl = Duration::from_secs(ttl.max(60));
+    }
+    if let Some(iss) = file.issuer {
+        server.issuer = iss;
+    }
+    if let Some(aud) = file.audience {
+        server.audience = aud;
+    }
+    server.embed_permissions = over.embed_permissions || file.embed_permissions.unwrap_or(false);
+    server.cors_origins = over.cors_origins.unwrap_or_else(|| file.cors.map(|c| c.origins).unwrap_or_default());
+    for issuer in file.issuers {
+        server.external_issuers.push(external_issuer(issuer)?);
+    }
+    Ok(Resolved {
+        addr: over.addr.or(file.addr).unwrap_or_else(|| DEFAULT_ADDR.to_string()),
+        db: over.db.or(file.db).unwrap_or_else(|| DEFAULT_DB.to_string()),
+        server,
+    })
+}
+
+fn external_issuer(c: IssuerConfig) -> anyhow::Result<ExternalIssuer> {
+    let key = match (c.hs256_secret, c.public_key_pem_file, c.jwks_url) {
+        (Some(secret), None, None) => {
+            if secret.len() < 32 {
+                bail!("issuer {}: hs256_secret must be at least 32 bytes", c.iss);
+            }
+            IssuerKey::Hs256Secret(secret)
+        }
+        (None, Some(path), None) => IssuerKey::PublicKeyPem(
+            std::fs::read_to_string(&path).with_context(|| format!("issuer {}: reading {}", c.iss, path.display()))?,
+        ),
+        (None, None, Some(url)) => IssuerKey::JwksUrl(url),
+        _ => bail!("issuer {}: set exactly one of hs256_secret, public_key_pem_file, jwks_url", c.iss),
+    };
+    Ok(ExternalIssuer { iss: c.iss, aud: c.aud, key })
+}

@@ -1,0 +1,56 @@
+//! The server's settings, passed explicitly (never global). The binary builds them
+//! from a TOML file, `PERMSYNC_*` variables and flags.
+
+use std::time::Duration;
+
+/// What to do with an access token issued before the user's latest permission change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StaleTokens {
+    /// Accept it: revision headers and events keep the client fresh.
+    #[default]
+    Allow,
+    /// Refuse it with 401 `stale_token`; the client refreshes and retries.
+    Reject,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub stale_tokens: StaleTokens,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    /// `iss` of the tokens permsync issues.
+    pub issuer: String,
+    /// `aud` of the tokens permsync issues.
+    pub audience: String,
+    /// Put the effective permissions into access tokens as `perms`.
+    pub embed_permissions: bool,
+    /// Allowed CORS origins; empty disables CORS.
+    pub cors_origins: Vec<String>,
+    pub external_issuers: Vec<permsync_auth::ExternalIssuer>,
+    /// How often the changelog is polled for changes made by other processes.
+    pub tail_interval: Duration,
+    /// Requests per second per client address on unauthenticated endpoints.
+    pub public_rate_per_sec: u32,
+    /// Failed logins per username or address before 429.
+    pub login_failures_allowed: u32,
+    pub login_failure_window: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            stale_tokens: StaleTokens::Allow,
+            access_token_ttl: Duration::from_secs(300),
+            refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            issuer: "permsync".into(),
+            audience: "permsync".into(),
+            embed_permissions: false,
+            cors_origins: Vec::new(),
+            external_issuers: Vec::new(),
+            tail_interval: Duration::from_millis(200),
+            public_rate_per_sec: 50,
+            login_failures_allowed: 10,
+            login_failure_window: Duration::from_secs(300),
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! The hub: one latest-revision slot per online user. A connection holds a
+//! `watch::Receiver` of its user's slot and nothing else, so its state is O(1)
+//! and a slow reader can never make the server queue: it only ever sees the latest
+//! value. Publishing touches only the slots of online affected users.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use bytes::Bytes;
+use permsync_core::{SessionEnd, Timestamp, UserId};
+use tokio::sync::watch;
+
+/// What every connection of one user watches.
+#[derive(Debug, Clone)]
+pub struct SlotState {
+    pub revision: u64,
+    /// When the change that produced `revision` was committed.
+    pub committed_at: Timestamp,
+    /// The SSE frame announcing `revision`, encoded once and shared.
+    pub sse_frame: Bytes,
+    /// The WebSocket text message announcing `revision`, encoded once and shared.
+    pub ws_text: Bytes,
+    /// Sessions that ended, with why; a connection of one of them says so and closes.
+    pub ended: Option<(Arc<[String]>, SessionEnd)>,
+}
+
+/// A user's slot; alive while at least one connection holds it.
+pub struct Slot {
+    pub user: UserId,
+    tx: watch::Sender<SlotState>,
+    hub: Weak<HubInner>,
+}
+
+impl Slot {
+    pub fn subscribe(&self) -> watch::Receiver<SlotState> {
+        self.tx.subscribe()
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(hub) = self.hub.upgrade() {
+            let mut slots = hub.slots.lock().unwrap_or_else(|e| e.into_inner());
+            // Only remove our own entry: a new slot may already have replaced it.
+            if slots.get(self.user.as_str()).is_some_and(|w| w.strong_count() == 0) {
+                slots.remove(self.user.as_str());
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct HubInner {
+    slots: Mutex<HashMap<UserId, Weak<Slot>>>,
+}
+
+#[derive(Clone, Default)]
+pub struct Hub(Arc<HubInner>);
+
+pub fn sse_frame(revision: u64) -> Bytes {
+    Bytes::from(format!("id: {revision}\nevent: permissions\ndata: {{\"revision\":{revision}}}\n\n"))
+}
+
+pub fn ws_text(revision: u64) -> Bytes {
+    Bytes::from(format!("{{\"type\":\"permissions\",\"revision\":{revision}}}"))
+}
+
+impl Hub {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The user's slot, created at `revision` if the user has no open connection.
+    pub fn join(&self, user: &UserId, revision: u64, now: Timestamp) -> Arc<Slot> {
+        let mut slots = self.0.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = slots.get(user.as_str()).and_then(Weak::upgrade) {
+            return slot;
+        }
+        let state = SlotState {
+            revision,
+            committed_at: now,
+            sse_frame: sse_frame(revision),
+            ws_text: ws_text(revision),
+            ended: None,
+        };
+        let slot = Arc::new(Slot { user: user.clone(), tx: watch::Sender::new(state), hub: Arc::downgrade(&self.0) });
+        slots.insert(user.clone(), Arc::downgrade(&slot));
+        slot
+    }
+
+    fn online(&self, user: &str) -> Option<Arc<Slot>> {
+        self.0.slots.lock().unwrap_or_else(|e| e.into_inner()).get(user).and_then(Weak::upgrade)
+    }
+
+    /// Announces revision `seq` to the online ones among `users`; returns how many
+    /// were online. The frames are encoded once for all of them.
+    pub fn publish(&self, users: &[UserId], seq: u64, committed_at: Timestamp) -> usize {
+        let (sse, ws) = (sse_frame(seq), ws_text(seq));
+        let mut online = 0;
+        for user in users {
+            if let Some(slot) = self.online(user.as_str()) {
+                online += 1;
+                slot.tx.send_if_modified(|s| {
+                    if s.revision >= seq {
+                        return false;
+                    }
+                    s.revision = seq;
+                    s.committed_at = committed_at;
+                    s.sse_frame = sse.clone();
+                    s.ws_text = ws.clone();
+                    true
+                });
+            }
+        }
+        online
+    }
+
+    /// Tells the connections of `sessions` that they ended.
+    pub fn end_sessions(&self, user: &UserId, sessions: &[String], reason: SessionEnd) {
+        if let Some(slot) = self.online(user.as_str()) {
+            let ended: Arc<[String]> = sessions.into();
+            slot.tx.send_modify(|s| s.ended = Some((ended, reason)));
+        }
+    }
+
+    /// How many users have at least one open connection.
+    pub fn online_users(&self) -> usize {
+        self.0.slots.lock().unwrap_or_else(|e| e.into_inner()).values().filter(|w| w.strong_count() > 0).count()
+    }
+}

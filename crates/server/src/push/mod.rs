@@ -1,0 +1,5 @@
+//! Pushing revisions to open event streams: the [`Hub`] of per-user slots.
+
+mod hub;
+
+pub use hub::{Hub, Slot, SlotState};

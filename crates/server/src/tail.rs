@@ -1,0 +1,74 @@
+//! The changelog tail: the one code path that applies committed changes, whoever
+//! made them (this node's handlers, the command line, another node), to the index
+//! and the hub, in `seq` order with no gaps. Also the expiry of time-bound holdings.
+
+use std::time::Duration;
+
+use permsync_core::ChangeKind;
+
+use crate::state::AppState;
+
+/// How many changes are read from the store per round trip.
+const BATCH: u32 = 1000;
+
+impl AppState {
+    /// Applies every committed change not applied yet. Handlers call it after their
+    /// own commit, so they answer with their change applied (read-your-writes).
+    pub async fn catch_up(&self) -> Result<u64, permsync_store::StoreError> {
+        let _one_applier = self.applier.lock().await;
+        loop {
+            let after = self.index().applied_seq();
+            let changes = self.store.changes_after(after, BATCH).await?;
+            if changes.is_empty() {
+                return Ok(after);
+            }
+            for change in &changes {
+                let affected = {
+                    let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+                    index.apply(change)
+                };
+                if let ChangeKind::SessionsEnded { user, sessions, reason } = &change.kind {
+                    self.ended_sessions.write().unwrap_or_else(|e| e.into_inner()).extend(sessions.iter().cloned());
+                    self.hub.end_sessions(user, sessions, *reason);
+                }
+                if !affected.is_empty() {
+                    self.hub.publish(&affected, change.seq, change.at);
+                }
+                self.metrics.changes_applied.inc();
+                self.metrics.applied_seq.set(change.seq as i64);
+            }
+        }
+    }
+
+    /// Polls the changelog for other writers' changes and expires due holdings,
+    /// until shutdown. Expiries that passed while the server was down are handled
+    /// on the first round.
+    pub async fn run_background(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.config.tail_interval.min(Duration::from_millis(500)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            if let Err(e) = self.catch_up().await {
+                tracing::warn!(error = %e, "reading the changelog failed; retrying");
+                continue;
+            }
+            let now = self.now();
+            let due = self.index().next_expiry().is_some_and(|t| t <= now);
+            if due {
+                match self.store.expire_due(now).await {
+                    Ok(changes) if !changes.is_empty() => {
+                        tracing::info!(count = changes.len(), "expired grants and bindings");
+                        if let Err(e) = self.catch_up().await {
+                            tracing::warn!(error = %e, "reading the changelog failed; retrying");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "expiring grants failed; retrying"),
+                }
+            }
+        }
+    }
+}
