@@ -25,39 +25,13 @@ pub const HEAVY_EFFECTIVE: usize = 500;
 /// How many roles the heavy user is bound to, each at its own scope.
 const HEAVY_BINDINGS: usize = 20;
 
+// One word list, kept as a paragraph rather than one word per line.
+#[rustfmt::skip]
 const RESOURCES: [&str; 32] = [
-    "invoice",
-    "doc",
-    "project",
-    "report",
-    "ticket",
-    "order",
-    "asset",
-    "billing",
-    "contract",
-    "dashboard",
-    "dataset",
-    "deploy",
-    "expense",
-    "feature",
-    "file",
-    "incident",
-    "job",
-    "ledger",
-    "metric",
-    "note",
-    "payment",
-    "pipeline",
-    "policy",
-    "queue",
-    "quote",
-    "repo",
-    "secret",
-    "server",
-    "task",
-    "team",
-    "vendor",
-    "wiki",
+    "invoice", "doc", "project", "report", "ticket", "order", "asset", "billing", "contract",
+    "dashboard", "dataset", "deploy", "expense", "feature", "file", "incident", "job", "ledger",
+    "metric", "note", "payment", "pipeline", "policy", "queue", "quote", "repo", "secret", "server",
+    "task", "team", "vendor", "wiki",
 ];
 const SUBRESOURCES: [&str; 3] = ["line", "comment", "attachment"];
 const ACTIONS: [&str; 8] = [
@@ -490,27 +464,13 @@ impl Dataset {
     /// Allowed ones come from direct grants and role bindings alike, often at a
     /// scope below the holding's, so ancestry and wildcards are exercised.
     pub fn questions(&self, n: usize, seed: u64) -> Vec<Question> {
+        // (allowed, scoped), five to a row.
+        #[rustfmt::skip]
         const PATTERN: [(bool, bool); 20] = [
-            (true, true),
-            (false, true),
-            (true, false),
-            (false, true),
-            (true, true),
-            (false, false),
-            (true, true),
-            (false, true),
-            (true, true),
-            (false, true),
-            (true, false),
-            (false, false),
-            (true, true),
-            (false, true),
-            (true, true),
-            (false, true),
-            (true, false),
-            (false, false),
-            (true, true),
-            (false, true),
+            (true, true), (false, true), (true, false), (false, true), (true, true),
+            (false, false), (true, true), (false, true), (true, true), (false, true),
+            (true, false), (false, false), (true, true), (false, true), (true, true),
+            (false, true), (true, false), (false, false), (true, true), (false, true),
         ];
         let mut rng = Rng::new(seed);
         (0..n)

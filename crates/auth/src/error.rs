@@ -33,7 +33,11 @@ pub enum ConfigError {
     InvalidPem { iss: String, reason: String },
     /// A JWKS URL that cannot be fetched from.
     #[error("issuer {iss:?}: invalid JWKS URL {url:?}: {reason}")]
-    InvalidJwksUrl { iss: String, url: String, reason: String },
+    InvalidJwksUrl {
+        iss: String,
+        url: String,
+        reason: String,
+    },
     /// The HTTP client for JWKS fetching could not be built.
     #[error("cannot build the JWKS HTTP client: {0}")]
     HttpClient(String),
@@ -118,7 +122,10 @@ pub struct TokenError {
 
 impl From<TokenErrorKind> for TokenError {
     fn from(kind: TokenErrorKind) -> Self {
-        TokenError { description: kind.description().to_owned(), kind }
+        TokenError {
+            description: kind.description().to_owned(),
+            kind,
+        }
     }
 }
 

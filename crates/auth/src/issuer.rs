@@ -86,30 +86,44 @@ impl Issuer {
     ) -> Result<Self, ConfigError> {
         let iss = &config.iss;
         if config.iss.is_empty() {
-            return Err(ConfigError::EmptyField { iss: iss.clone(), what: "iss" });
+            return Err(ConfigError::EmptyField {
+                iss: iss.clone(),
+                what: "iss",
+            });
         }
         if config.aud.is_empty() {
-            return Err(ConfigError::EmptyField { iss: iss.clone(), what: "aud" });
+            return Err(ConfigError::EmptyField {
+                iss: iss.clone(),
+                what: "aud",
+            });
         }
         let keys = match &config.key {
             IssuerKey::Hs256Secret(secret) => {
                 if secret.len() < MIN_HS256_SECRET_BYTES {
-                    return Err(ConfigError::WeakSecret { iss: iss.clone(), len: secret.len() });
+                    return Err(ConfigError::WeakSecret {
+                        iss: iss.clone(),
+                        len: secret.len(),
+                    });
                 }
                 IssuerKeys::Static(VerifyKey {
                     key: DecodingKey::from_secret(secret.as_bytes()),
                     algs: HS256_ALGS,
                 })
             }
-            IssuerKey::PublicKeyPem(pem) => IssuerKeys::Static(
-                parse_public_pem(pem)
-                    .map_err(|reason| ConfigError::InvalidPem { iss: iss.clone(), reason })?,
-            ),
-            IssuerKey::JwksUrl(url) => {
-                IssuerKeys::Remote(RemoteJwks::new(iss, url, http.clone())?)
+            IssuerKey::PublicKeyPem(pem) => {
+                IssuerKeys::Static(parse_public_pem(pem).map_err(|reason| {
+                    ConfigError::InvalidPem {
+                        iss: iss.clone(),
+                        reason,
+                    }
+                })?)
             }
+            IssuerKey::JwksUrl(url) => IssuerKeys::Remote(RemoteJwks::new(iss, url, http.clone())?),
         };
-        Ok(Issuer { aud: config.aud.clone(), keys })
+        Ok(Issuer {
+            aud: config.aud.clone(),
+            keys,
+        })
     }
 }
 
@@ -129,7 +143,10 @@ pub(crate) fn parse_public_pem(pem: &str) -> Result<VerifyKey, String> {
                 SpkiKeyType::EcP384 => (DecodingKey::from_ec_pem(pem.as_bytes()), ES384_ALGS),
                 SpkiKeyType::Ed25519 => (DecodingKey::from_ed_pem(pem.as_bytes()), EDDSA_ALGS),
             };
-            Ok(VerifyKey { key: key.map_err(|e| format!("unreadable public key: {e}"))?, algs })
+            Ok(VerifyKey {
+                key: key.map_err(|e| format!("unreadable public key: {e}"))?,
+                algs,
+            })
         }
         "CERTIFICATE" => Err("a certificate is not accepted; configure its public key \
              (openssl x509 -pubkey -noout -in cert.pem)"
@@ -254,10 +271,16 @@ mod tests {
 
     #[test]
     fn der_element_reads_short_and_long_lengths() {
-        assert_eq!(der_element(&[0x30, 0x01, 0xaa, 0xbb], 0x30), Some((&[0xaa][..], &[0xbb][..])));
+        assert_eq!(
+            der_element(&[0x30, 0x01, 0xaa, 0xbb], 0x30),
+            Some((&[0xaa][..], &[0xbb][..]))
+        );
         let mut long = vec![0x04, 0x81, 0x80];
-        long.extend(std::iter::repeat(7).take(0x80));
-        assert_eq!(der_element(&long, 0x04).map(|(v, r)| (v.len(), r.len())), Some((0x80, 0)));
+        long.extend(std::iter::repeat_n(7, 0x80));
+        assert_eq!(
+            der_element(&long, 0x04).map(|(v, r)| (v.len(), r.len())),
+            Some((0x80, 0))
+        );
         assert_eq!(der_element(&[0x30, 0x05, 0x00], 0x30), None);
         assert_eq!(der_element(&[0x31, 0x00], 0x30), None);
     }

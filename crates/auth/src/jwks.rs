@@ -93,7 +93,8 @@ impl RemoteJwks {
         }
         // A clock that went backwards (`now < last`) counts as "long enough ago", so a
         // stepped clock cannot block refreshes for long.
-        let recently = last_fetch.is_some_and(|last| now >= last && now - last < JWKS_REFETCH_INTERVAL_SECS);
+        let recently =
+            last_fetch.is_some_and(|last| now >= last && now - last < JWKS_REFETCH_INTERVAL_SECS);
         if recently {
             return Err(self.absent_kind());
         }
@@ -132,14 +133,21 @@ impl RemoteJwks {
             Some(candidates) => candidates
                 .iter()
                 .find(|key| key.algs.contains(&alg))
-                .map_or(Lookup::AlgorithmNotAllowed, |key| Lookup::Found(Arc::clone(key))),
+                .map_or(Lookup::AlgorithmNotAllowed, |key| {
+                    Lookup::Found(Arc::clone(key))
+                }),
         }
     }
 
     /// With no key at all the provider has never answered usefully: say so, rather
     /// than blaming the token's `kid`.
     fn absent_kind(&self) -> TokenErrorKind {
-        if self.keys.read().unwrap_or_else(|e| e.into_inner()).is_empty() {
+        if self
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+        {
             TokenErrorKind::KeysUnavailable
         } else {
             TokenErrorKind::UnknownKey
@@ -150,14 +158,20 @@ impl RemoteJwks {
         let mut response = self
             .http
             .get(self.url.clone())
-            .header(reqwest::header::ACCEPT, "application/json, application/jwk-set+json")
+            .header(
+                reqwest::header::ACCEPT,
+                "application/json, application/jwk-set+json",
+            )
             .send()
             .await
             .map_err(|e| e.to_string())?;
         if !response.status().is_success() {
             return Err(format!("HTTP status {}", response.status()));
         }
-        if response.content_length().is_some_and(|len| len > MAX_JWKS_BYTES as u64) {
+        if response
+            .content_length()
+            .is_some_and(|len| len > MAX_JWKS_BYTES as u64)
+        {
             return Err("JWKS document too large".to_owned());
         }
         // Read in chunks so a lying or missing Content-Length cannot make us buffer
@@ -190,7 +204,8 @@ fn is_loopback(url: &reqwest::Url) -> bool {
 /// (encryption keys, symmetric keys, unsupported curves, keys without `kid`), so one
 /// odd key does not disable the provider's others.
 pub(crate) fn parse_jwks(body: &[u8]) -> Result<KeyMap, String> {
-    let document: Value = serde_json::from_slice(body).map_err(|_| "JWKS is not JSON".to_owned())?;
+    let document: Value =
+        serde_json::from_slice(body).map_err(|_| "JWKS is not JSON".to_owned())?;
     let Some(keys) = document.get("keys").and_then(Value::as_array) else {
         return Err("JWKS has no \"keys\" array".to_owned());
     };
@@ -237,7 +252,11 @@ fn parse_jwk(jwk: &Value) -> Result<(String, VerifyKey), String> {
             if x.len() != coordinate_len || y.len() != coordinate_len {
                 return Err(format!("key {kid:?}: wrong coordinate length"));
             }
-            (DecodingKey::from_ec_components(field("x")?, field("y")?).map_err(|e| e.to_string())?, algs)
+            (
+                DecodingKey::from_ec_components(field("x")?, field("y")?)
+                    .map_err(|e| e.to_string())?,
+                algs,
+            )
         }
         Some("OKP") => {
             if text("crv") != Some("Ed25519") {
@@ -246,7 +265,10 @@ fn parse_jwk(jwk: &Value) -> Result<(String, VerifyKey), String> {
             if bytes("x")?.len() != 32 {
                 return Err(format!("key {kid:?}: wrong Ed25519 key length"));
             }
-            (DecodingKey::from_ed_components(field("x")?).map_err(|e| e.to_string())?, EDDSA_ALGS)
+            (
+                DecodingKey::from_ed_components(field("x")?).map_err(|e| e.to_string())?,
+                EDDSA_ALGS,
+            )
         }
         // Symmetric ("oct") keys are never taken from a URL: anyone who can read the
         // JWKS could then sign tokens.
@@ -257,11 +279,17 @@ fn parse_jwk(jwk: &Value) -> Result<(String, VerifyKey), String> {
     let algs = match declared_alg {
         None => algs,
         Some(declared) => {
-            let declared = if declared == "Ed25519" { "EdDSA" } else { declared };
+            let declared = if declared == "Ed25519" {
+                "EdDSA"
+            } else {
+                declared
+            };
             let position = algs
                 .iter()
                 .position(|alg| alg_name(*alg) == declared)
-                .ok_or_else(|| format!("key {kid:?}: alg {declared:?} does not fit its key type"))?;
+                .ok_or_else(|| {
+                    format!("key {kid:?}: alg {declared:?} does not fit its key type")
+                })?;
             &algs[position..=position]
         }
     };

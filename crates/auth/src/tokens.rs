@@ -119,10 +119,16 @@ impl Tokens {
         external: Vec<ExternalIssuer>,
     ) -> Result<Self, ConfigError> {
         if own_issuer.is_empty() {
-            return Err(ConfigError::EmptyField { iss: own_issuer, what: "iss" });
+            return Err(ConfigError::EmptyField {
+                iss: own_issuer,
+                what: "iss",
+            });
         }
         if own_audience.is_empty() {
-            return Err(ConfigError::EmptyField { iss: own_issuer, what: "aud" });
+            return Err(ConfigError::EmptyField {
+                iss: own_issuer,
+                what: "aud",
+            });
         }
         let own = OwnKeys::new(&own_keys)?;
         // One client shared by all JWKS issuers (one connection pool); cheap to build
@@ -263,7 +269,10 @@ impl Tokens {
                 return Err(TokenErrorKind::AlgorithmNotAllowed);
             }
             let own = self.own_keys();
-            let kid = unverified.kid.as_deref().ok_or(TokenErrorKind::UnknownKey)?;
+            let kid = unverified
+                .kid
+                .as_deref()
+                .ok_or(TokenErrorKind::UnknownKey)?;
             let key = own.verifiers.get(kid).ok_or(TokenErrorKind::UnknownKey)?;
             let claims = verify_signature_and_claims(
                 token,
@@ -290,13 +299,19 @@ impl Tokens {
             return Ok(verified);
         }
 
-        let issuer = self.external.get(iss).ok_or(TokenErrorKind::UnknownIssuer)?;
+        let issuer = self
+            .external
+            .get(iss)
+            .ok_or(TokenErrorKind::UnknownIssuer)?;
         let fetched: Arc<VerifyKey>;
         let key = match &issuer.keys {
             // A single configured key: `kid` has nothing to choose, so it is ignored.
             IssuerKeys::Static(key) => key,
             IssuerKeys::Remote(remote) => {
-                let kid = unverified.kid.as_deref().ok_or(TokenErrorKind::UnknownKey)?;
+                let kid = unverified
+                    .kid
+                    .as_deref()
+                    .ok_or(TokenErrorKind::UnknownKey)?;
                 fetched = remote.key(kid, alg, now).await?;
                 &*fetched
             }

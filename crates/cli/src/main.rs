@@ -389,11 +389,17 @@ fn until(t: Option<Timestamp>) -> String {
 }
 
 async fn serve(cfg: config::Resolved, demo: bool) -> anyhow::Result<()> {
+    // Logs go to stderr; stdout carries what a user or a script reads.
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
         )
         .init();
+    // Every event stream holds a socket: allow as many as the hard limit does.
+    if let Err(e) = permsync_server::raise_open_files_limit() {
+        tracing::warn!(error = %e, "could not raise the open files limit");
+    }
     let store = open_store_url(&cfg.db).await?;
     if demo {
         demo::seed(store.as_ref()).await.context("seeding demo data")?;

@@ -34,6 +34,14 @@ pub struct ServerConfig {
     /// Failed logins per username or address before 429.
     pub login_failures_allowed: u32,
     pub login_failure_window: Duration,
+    /// How often an idle event stream gets a `: keepalive` comment (SSE).
+    pub stream_keepalive: Duration,
+    /// How often a WebSocket gets a ping frame and a `{"type":"ping"}` message.
+    pub ws_ping_interval: Duration,
+    /// Open event streams (SSE, WebSocket, changes) allowed per user; one more is 429.
+    pub max_streams_per_user: usize,
+    /// How long a stream ticket (`POST /v1/me/events/ticket`) stays redeemable.
+    pub stream_ticket_ttl: Duration,
 }
 
 impl Default for ServerConfig {
@@ -51,6 +59,10 @@ impl Default for ServerConfig {
             public_rate_per_sec: 50,
             login_failures_allowed: 10,
             login_failure_window: Duration::from_secs(300),
+            stream_keepalive: Duration::from_secs(15),
+            ws_ping_interval: Duration::from_secs(15),
+            max_streams_per_user: 16,
+            stream_ticket_ttl: Duration::from_secs(30),
         }
     }
 }

@@ -23,8 +23,20 @@ pub use api::{app, openapi};
 pub use config::{ServerConfig, StaleTokens};
 pub use state::{ensure_signing_key, AppState};
 
+/// How long shutdown waits for event streams to say goodbye. WebSockets leave
+/// hyper's connection tracking at the upgrade, so `axum::serve` does not wait for
+/// them; this does, so their close frames (1001) are written before the runtime ends.
+const STREAM_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Raises this process's soft limit of open files to its hard limit (every event
+/// stream holds a socket); returns the new soft limit.
+pub fn raise_open_files_limit() -> std::io::Result<u64> {
+    rlimit::increase_nofile_limit(u64::MAX)
+}
+
 /// Serves `state` on `listener` until `shutdown` completes, then drains.
-/// `/readyz` turns 503 as soon as shutdown starts.
+/// `/readyz` turns 503 as soon as shutdown starts; then every event stream ends
+/// (SSE bodies finish, WebSockets close with 1001) so clients reconnect elsewhere.
 pub async fn run(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -39,8 +51,12 @@ pub async fn run(
             shutdown.await;
             signal_state.shutting_down.store(true, Ordering::Relaxed);
             let _ = stop_tx.send(true);
+            signal_state.streams_stop.send_replace(true);
         })
         .await;
+    if !state.open_streams.wait_all_closed(STREAM_DRAIN).await {
+        tracing::warn!(open = state.open_streams.total(), "event streams still open at shutdown");
+    }
     background.abort();
     result
 }

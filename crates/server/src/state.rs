@@ -14,7 +14,7 @@ use permsync_store::{SigningKey, Store};
 use crate::config::ServerConfig;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
-use crate::push::Hub;
+use crate::push::{Hub, OpenStreams, Tickets};
 use crate::time::now;
 
 #[derive(Clone)]
@@ -35,6 +35,14 @@ pub struct Inner {
     /// Serializes appliers of the changelog, so changes apply once and in order.
     pub(crate) applier: tokio::sync::Mutex<()>,
     pub shutting_down: AtomicBool,
+    /// Single-use stream tickets of this node.
+    pub tickets: Tickets,
+    /// Open event streams, per user and in total.
+    pub open_streams: OpenStreams,
+    /// Turns true when shutdown begins: every stream watches it and ends cleanly.
+    pub streams_stop: tokio::sync::watch::Sender<bool>,
+    /// The `seq` of the last change applied; the change streams wait on it.
+    pub applied_seq_watch: tokio::sync::watch::Sender<u64>,
 }
 
 impl Deref for AppState {
@@ -56,6 +64,8 @@ impl AppState {
         let ended = store.ended_sessions(since).await.context("loading ended sessions")?;
         let metrics = Metrics::new();
         metrics.applied_seq.set(applied_seq as i64);
+        let tickets = Tickets::new(config.stream_ticket_ttl);
+        let open_streams = OpenStreams::new(config.max_streams_per_user);
         Ok(AppState(Arc::new(Inner {
             store,
             index: RwLock::new(index),
@@ -67,6 +77,10 @@ impl AppState {
             ended_sessions: RwLock::new(ended.into_iter().collect()),
             applier: tokio::sync::Mutex::new(()),
             shutting_down: AtomicBool::new(false),
+            tickets,
+            open_streams,
+            streams_stop: tokio::sync::watch::Sender::new(false),
+            applied_seq_watch: tokio::sync::watch::Sender::new(applied_seq),
         })))
     }
 

@@ -37,6 +37,9 @@ impl AppState {
                 self.metrics.changes_applied.inc();
                 self.metrics.applied_seq.set(change.seq as i64);
             }
+            if let Some(last) = changes.last() {
+                self.applied_seq_watch.send_replace(last.seq);
+            }
         }
     }
 

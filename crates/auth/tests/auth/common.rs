@@ -81,11 +81,19 @@ pub fn sign_ed25519_raw(key: &KeyMaterial, header: &Value, payload: &Value) -> S
 
 /// A token with the given header and payload and an arbitrary signature.
 pub fn unsigned(header: &Value, payload: &Value, signature: &str) -> String {
-    format!("{}.{}.{signature}", b64(header.to_string()), b64(payload.to_string()))
+    format!(
+        "{}.{}.{signature}",
+        b64(header.to_string()),
+        b64(payload.to_string())
+    )
 }
 
 pub fn issuer(iss: &str, key: IssuerKey) -> ExternalIssuer {
-    ExternalIssuer { iss: iss.to_owned(), aud: AUD.to_owned(), key }
+    ExternalIssuer {
+        iss: iss.to_owned(),
+        aud: AUD.to_owned(),
+        key,
+    }
 }
 
 pub fn hs_issuer() -> ExternalIssuer {
@@ -117,7 +125,7 @@ pub struct JwksServer {
     pub url: String,
     fetches: Arc<AtomicUsize>,
     response: Arc<Mutex<(u16, String)>>,
-    task: tokio::task::JoinHandle<()>,
+    accept_loop: tokio::task::JoinHandle<()>,
 }
 
 impl JwksServer {
@@ -126,12 +134,14 @@ impl JwksServer {
         let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
         let fetches = Arc::new(AtomicUsize::new(0));
         let response = Arc::new(Mutex::new((200, json!({ "keys": keys }).to_string())));
-        let task = tokio::spawn({
+        let accept_loop = tokio::spawn({
             let fetches = Arc::clone(&fetches);
             let response = Arc::clone(&response);
             async move {
                 loop {
-                    let Ok((mut socket, _)) = listener.accept().await else { return };
+                    let Ok((mut socket, _)) = listener.accept().await else {
+                        return;
+                    };
                     let fetches = Arc::clone(&fetches);
                     let response = Arc::clone(&response);
                     tokio::spawn(async move {
@@ -157,7 +167,12 @@ impl JwksServer {
                 }
             }
         });
-        JwksServer { url, fetches, response, task }
+        JwksServer {
+            url,
+            fetches,
+            response,
+            accept_loop,
+        }
     }
 
     pub fn fetches(&self) -> usize {
@@ -175,7 +190,7 @@ impl JwksServer {
 
 impl Drop for JwksServer {
     fn drop(&mut self) {
-        self.task.abort();
+        self.accept_loop.abort();
     }
 }
 

@@ -18,10 +18,22 @@ fn all_static() -> Tokens {
         vec![
             hs_issuer(),
             issuer(RSA_ISS, IssuerKey::PublicKeyPem(fixture("rsa_public.pem"))),
-            issuer(RSA1_ISS, IssuerKey::PublicKeyPem(fixture("rsa_public_pkcs1.pem"))),
-            issuer(EC_ISS, IssuerKey::PublicKeyPem(fixture("ec_p256_public.pem"))),
-            issuer(EC384_ISS, IssuerKey::PublicKeyPem(fixture("ec_p384_public.pem"))),
-            issuer(ED_ISS, IssuerKey::PublicKeyPem(fixture("ed25519_public.pem"))),
+            issuer(
+                RSA1_ISS,
+                IssuerKey::PublicKeyPem(fixture("rsa_public_pkcs1.pem")),
+            ),
+            issuer(
+                EC_ISS,
+                IssuerKey::PublicKeyPem(fixture("ec_p256_public.pem")),
+            ),
+            issuer(
+                EC384_ISS,
+                IssuerKey::PublicKeyPem(fixture("ec_p384_public.pem")),
+            ),
+            issuer(
+                ED_ISS,
+                IssuerKey::PublicKeyPem(fixture("ed25519_public.pem")),
+            ),
         ],
     )
 }
@@ -65,7 +77,12 @@ async fn hs256_signed_with_a_public_key_as_secret_is_rejected() {
     ] {
         let pem = fixture(pem);
         for secret in [pem.as_bytes(), pem.trim_end().as_bytes()] {
-            let token = sign(Algorithm::HS256, &EncodingKey::from_secret(secret), None, &claims(iss, AUD));
+            let token = sign(
+                Algorithm::HS256,
+                &EncodingKey::from_secret(secret),
+                None,
+                &claims(iss, AUD),
+            );
             rejects(&tokens, &token, TokenErrorKind::AlgorithmNotAllowed).await;
         }
     }
@@ -96,7 +113,12 @@ async fn algorithm_outside_the_keys_family_or_curve_is_rejected() {
 #[tokio::test]
 async fn signature_by_the_wrong_key_is_rejected() {
     let tokens = all_static();
-    let token = sign(Algorithm::RS256, &rsa_other_key(), None, &claims(RSA_ISS, AUD));
+    let token = sign(
+        Algorithm::RS256,
+        &rsa_other_key(),
+        None,
+        &claims(RSA_ISS, AUD),
+    );
     rejects(&tokens, &token, TokenErrorKind::BadSignature).await;
     let wrong_secret = EncodingKey::from_secret(b"another-secret-that-is-32-bytes-long");
     let token = sign(Algorithm::HS256, &wrong_secret, None, &claims(HS_ISS, AUD));
@@ -106,12 +128,27 @@ async fn signature_by_the_wrong_key_is_rejected() {
 #[tokio::test]
 async fn wrong_issuer_and_audience_are_rejected() {
     let tokens = all_static();
-    let token = sign(Algorithm::HS256, &hs_key(), None, &claims("https://unknown.test", AUD));
+    let token = sign(
+        Algorithm::HS256,
+        &hs_key(),
+        None,
+        &claims("https://unknown.test", AUD),
+    );
     rejects(&tokens, &token, TokenErrorKind::UnknownIssuer).await;
     // A trailing slash is a different issuer.
-    let token = sign(Algorithm::HS256, &hs_key(), None, &claims(&format!("{HS_ISS}/"), AUD));
+    let token = sign(
+        Algorithm::HS256,
+        &hs_key(),
+        None,
+        &claims(&format!("{HS_ISS}/"), AUD),
+    );
     rejects(&tokens, &token, TokenErrorKind::UnknownIssuer).await;
-    let token = sign(Algorithm::HS256, &hs_key(), None, &claims(HS_ISS, "other-api"));
+    let token = sign(
+        Algorithm::HS256,
+        &hs_key(),
+        None,
+        &claims(HS_ISS, "other-api"),
+    );
     rejects(&tokens, &token, TokenErrorKind::WrongAudience).await;
     // The own audience does not satisfy an external issuer's audience.
     let token = sign(Algorithm::HS256, &hs_key(), None, &claims(HS_ISS, OWN_AUD));
@@ -177,8 +214,13 @@ async fn missing_subject_is_rejected() {
 }
 
 fn config_error(external: permsync_auth::ExternalIssuer) -> ConfigError {
-    Tokens::new(vec![generate_ed25519()], OWN_ISS.to_owned(), OWN_AUD.to_owned(), vec![external])
-        .unwrap_err()
+    Tokens::new(
+        vec![generate_ed25519()],
+        OWN_ISS.to_owned(),
+        OWN_AUD.to_owned(),
+        vec![external],
+    )
+    .unwrap_err()
 }
 
 #[test]
@@ -189,12 +231,39 @@ fn unusable_issuer_configuration_is_refused_with_the_issuer_named() {
         (pem(&fixture("ec_p256_private.pem")), "private key"),
         (pem(&fixture("rsa_cert.pem")), "certificate"),
         (pem("not a pem"), "not PEM"),
-        (pem("-----BEGIN PUBLIC KEY-----\n!!!!\n-----END PUBLIC KEY-----\n"), "base64"),
-        (pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"), "SubjectPublicKeyInfo"),
-        (pem(&(fixture("rsa_public.pem") + &fixture("ec_p256_public.pem"))), "exactly one"),
-        (issuer("https://bad.test", IssuerKey::Hs256Secret("short".to_owned())), "32 bytes"),
-        (issuer("https://bad.test", IssuerKey::JwksUrl("ftp://idp.test/jwks".to_owned())), "scheme"),
-        (issuer("https://bad.test", IssuerKey::JwksUrl("not a url".to_owned())), "URL"),
+        (
+            pem("-----BEGIN PUBLIC KEY-----\n!!!!\n-----END PUBLIC KEY-----\n"),
+            "base64",
+        ),
+        (
+            pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"),
+            "SubjectPublicKeyInfo",
+        ),
+        (
+            pem(&(fixture("rsa_public.pem") + &fixture("ec_p256_public.pem"))),
+            "exactly one",
+        ),
+        (
+            issuer(
+                "https://bad.test",
+                IssuerKey::Hs256Secret("short".to_owned()),
+            ),
+            "32 bytes",
+        ),
+        (
+            issuer(
+                "https://bad.test",
+                IssuerKey::JwksUrl("ftp://idp.test/jwks".to_owned()),
+            ),
+            "scheme",
+        ),
+        (
+            issuer(
+                "https://bad.test",
+                IssuerKey::JwksUrl("not a url".to_owned()),
+            ),
+            "URL",
+        ),
     ] {
         let error = config_error(external).to_string();
         assert!(error.contains("https://bad.test"), "{error}");
@@ -203,10 +272,16 @@ fn unusable_issuer_configuration_is_refused_with_the_issuer_named() {
 
     let mut no_aud = hs_issuer();
     no_aud.aud = String::new();
-    assert!(matches!(config_error(no_aud), ConfigError::EmptyField { what: "aud", .. }));
+    assert!(matches!(
+        config_error(no_aud),
+        ConfigError::EmptyField { what: "aud", .. }
+    ));
     let mut own_name = hs_issuer();
     own_name.iss = OWN_ISS.to_owned();
-    assert!(matches!(config_error(own_name), ConfigError::DuplicateIssuer(_)));
+    assert!(matches!(
+        config_error(own_name),
+        ConfigError::DuplicateIssuer(_)
+    ));
     assert!(matches!(
         Tokens::new(
             vec![generate_ed25519()],

@@ -22,20 +22,38 @@ struct Setup {
 fn setup() -> &'static Setup {
     static SETUP: OnceLock<Setup> = OnceLock::new();
     SETUP.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let tokens = tokens_with(
             vec![generate_ed25519()],
-            vec![hs_issuer(), issuer(RSA_ISS, IssuerKey::PublicKeyPem(fixture("rsa_public.pem")))],
+            vec![
+                hs_issuer(),
+                issuer(RSA_ISS, IssuerKey::PublicKeyPem(fixture("rsa_public.pem"))),
+            ],
         );
         let valid = vec![
             tokens.sign(&tokens.access_claims("alice", "s", 3, NOW, 300, Some(vec!["a:b".into()]))),
             sign(Algorithm::HS256, &hs_key(), None, &claims(HS_ISS, AUD)),
-            sign(Algorithm::RS256, &rsa_key(), Some("k"), &claims(RSA_ISS, AUD)),
+            sign(
+                Algorithm::RS256,
+                &rsa_key(),
+                Some("k"),
+                &claims(RSA_ISS, AUD),
+            ),
         ];
         for token in &valid {
-            assert!(runtime.block_on(tokens.verify(token, NOW)).is_ok(), "{token}");
+            assert!(
+                runtime.block_on(tokens.verify(token, NOW)).is_ok(),
+                "{token}"
+            );
         }
-        Setup { runtime, tokens, valid }
+        Setup {
+            runtime,
+            tokens,
+            valid,
+        }
     })
 }
 
@@ -80,6 +98,9 @@ fn mutation() -> impl Strategy<Value = Mutation> {
 fn apply(token: &str, m: &Mutation) -> Option<String> {
     let mut chars: Vec<char> = token.chars().collect();
     let len = chars.len();
+    if len == 0 && !matches!(m, Mutation::Insert(..)) {
+        return None;
+    }
     match *m {
         Mutation::Replace(i, c) => {
             let i = i % len;
@@ -95,7 +116,7 @@ fn apply(token: &str, m: &Mutation) -> Option<String> {
         Mutation::Truncate(i) => chars.truncate(i % len),
         Mutation::SwapSegments(a, b) => {
             let mut segments: Vec<&str> = token.split('.').collect();
-            if segments[a] == segments[b] {
+            if segments.len() != 3 || segments[a] == segments[b] {
                 return None;
             }
             segments.swap(a, b);
@@ -156,8 +177,18 @@ proptest! {
 /// Small JSON objects with the claim and header names that matter, and junk values.
 fn json_object() -> impl Strategy<Value = String> {
     let key = prop_oneof![
-        Just("alg"), Just("kid"), Just("typ"), Just("iss"), Just("aud"), Just("sub"),
-        Just("exp"), Just("nbf"), Just("jku"), Just("jwk"), Just("crit"), Just("x"),
+        Just("alg"),
+        Just("kid"),
+        Just("typ"),
+        Just("iss"),
+        Just("aud"),
+        Just("sub"),
+        Just("exp"),
+        Just("nbf"),
+        Just("jku"),
+        Just("jwk"),
+        Just("crit"),
+        Just("x"),
     ];
     let value = prop_oneof![
         Just("\"none\"".to_owned()),
@@ -175,8 +206,10 @@ fn json_object() -> impl Strategy<Value = String> {
         "[a-z]{0,8}".prop_map(|s| format!("\"{s}\"")),
     ];
     proptest::collection::vec((key, value), 0..8).prop_map(|pairs| {
-        let members: Vec<String> =
-            pairs.into_iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+        let members: Vec<String> = pairs
+            .into_iter()
+            .map(|(k, v)| format!("\"{k}\":{v}"))
+            .collect();
         format!("{{{}}}", members.join(","))
     })
 }

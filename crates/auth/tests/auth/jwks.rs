@@ -11,7 +11,10 @@ use crate::common::*;
 const ISS: &str = "https://jwks.idp.test";
 
 fn jwks_tokens(url: &str) -> Tokens {
-    tokens_with(vec![generate_ed25519()], vec![issuer(ISS, IssuerKey::JwksUrl(url.to_owned()))])
+    tokens_with(
+        vec![generate_ed25519()],
+        vec![issuer(ISS, IssuerKey::JwksUrl(url.to_owned()))],
+    )
 }
 
 fn standard_keys() -> Vec<serde_json::Value> {
@@ -53,11 +56,31 @@ async fn only_algorithms_compatible_with_each_jwk_are_accepted() {
     let rsa_n = jwk("rsa")["n"].as_str().unwrap().to_owned();
     let cases: Vec<(&str, Algorithm, EncodingKey)> = vec![
         // HMAC with the public key in every form an attacker might try.
-        ("rsa-1", Algorithm::HS256, EncodingKey::from_secret(rsa_pem.as_bytes())),
-        ("rsa-1", Algorithm::HS256, EncodingKey::from_secret(rsa_n.as_bytes())),
-        ("rsa-1", Algorithm::HS256, EncodingKey::from_secret(jwk("rsa").to_string().as_bytes())),
-        ("ec-1", Algorithm::HS256, EncodingKey::from_secret(fixture("ec_p256_public.pem").as_bytes())),
-        ("ed-1", Algorithm::HS256, EncodingKey::from_secret(jwk("ed25519")["x"].as_str().unwrap().as_bytes())),
+        (
+            "rsa-1",
+            Algorithm::HS256,
+            EncodingKey::from_secret(rsa_pem.as_bytes()),
+        ),
+        (
+            "rsa-1",
+            Algorithm::HS256,
+            EncodingKey::from_secret(rsa_n.as_bytes()),
+        ),
+        (
+            "rsa-1",
+            Algorithm::HS256,
+            EncodingKey::from_secret(jwk("rsa").to_string().as_bytes()),
+        ),
+        (
+            "ec-1",
+            Algorithm::HS256,
+            EncodingKey::from_secret(fixture("ec_p256_public.pem").as_bytes()),
+        ),
+        (
+            "ed-1",
+            Algorithm::HS256,
+            EncodingKey::from_secret(jwk("ed25519")["x"].as_str().unwrap().as_bytes()),
+        ),
         // Other families and curves.
         ("rsa-1", Algorithm::ES256, ec_p256_key()),
         ("ec-1", Algorithm::RS256, rsa_key()),
@@ -75,12 +98,25 @@ async fn only_algorithms_compatible_with_each_jwk_are_accepted() {
 
 #[tokio::test]
 async fn a_declared_alg_narrows_the_key_to_that_algorithm() {
-    let server =
-        JwksServer::start(vec![with(jwk("rsa"), json!({ "kid": "rsa-1", "alg": "RS256" }))]).await;
+    let server = JwksServer::start(vec![with(
+        jwk("rsa"),
+        json!({ "kid": "rsa-1", "alg": "RS256" }),
+    )])
+    .await;
     let tokens = jwks_tokens(&server.url);
-    let ok = sign(Algorithm::RS256, &rsa_key(), Some("rsa-1"), &claims(ISS, AUD));
+    let ok = sign(
+        Algorithm::RS256,
+        &rsa_key(),
+        Some("rsa-1"),
+        &claims(ISS, AUD),
+    );
     assert!(tokens.verify(&ok, NOW).await.is_ok());
-    let other = sign(Algorithm::PS256, &rsa_key(), Some("rsa-1"), &claims(ISS, AUD));
+    let other = sign(
+        Algorithm::PS256,
+        &rsa_key(),
+        Some("rsa-1"),
+        &claims(ISS, AUD),
+    );
     rejects(&tokens, &other, TokenErrorKind::AlgorithmNotAllowed).await;
 }
 
@@ -88,14 +124,30 @@ async fn a_declared_alg_narrows_the_key_to_that_algorithm() {
 async fn unknown_kid_refetches_at_most_once_per_thirty_seconds() {
     let server = JwksServer::start(standard_keys()).await;
     let tokens = jwks_tokens(&server.url);
-    let good = sign(Algorithm::RS256, &rsa_key(), Some("rsa-1"), &claims(ISS, AUD));
+    let good = sign(
+        Algorithm::RS256,
+        &rsa_key(),
+        Some("rsa-1"),
+        &claims(ISS, AUD),
+    );
     assert!(tokens.verify(&good, NOW).await.is_ok());
     assert_eq!(server.fetches(), 1);
 
     // A flood of random key ids within the interval costs the provider nothing.
     for i in 0..50 {
-        let token = sign(Algorithm::RS256, &rsa_key(), Some(&format!("random-{i}")), &claims(ISS, AUD));
-        rejects_at(&tokens, &token, NOW + 1 + i % 29, TokenErrorKind::UnknownKey).await;
+        let token = sign(
+            Algorithm::RS256,
+            &rsa_key(),
+            Some(&format!("random-{i}")),
+            &claims(ISS, AUD),
+        );
+        rejects_at(
+            &tokens,
+            &token,
+            NOW + 1 + i % 29,
+            TokenErrorKind::UnknownKey,
+        )
+        .await;
     }
     assert_eq!(server.fetches(), 1);
 
@@ -104,7 +156,12 @@ async fn unknown_kid_refetches_at_most_once_per_thirty_seconds() {
     let mut rotated = standard_keys();
     rotated.push(with(jwk("rsa_other"), json!({ "kid": "rsa-2" })));
     server.set_keys(rotated);
-    let new_token = sign(Algorithm::RS256, &rsa_other_key(), Some("rsa-2"), &claims(ISS, AUD));
+    let new_token = sign(
+        Algorithm::RS256,
+        &rsa_other_key(),
+        Some("rsa-2"),
+        &claims(ISS, AUD),
+    );
     rejects_at(&tokens, &new_token, NOW + 29, TokenErrorKind::UnknownKey).await;
     assert_eq!(server.fetches(), 1);
     assert!(tokens.verify(&new_token, NOW + 30).await.is_ok());
@@ -118,11 +175,21 @@ async fn unknown_kid_refetches_at_most_once_per_thirty_seconds() {
 async fn keys_removed_from_the_jwks_stop_verifying_after_a_refetch() {
     let server = JwksServer::start(standard_keys()).await;
     let tokens = jwks_tokens(&server.url);
-    let old = sign(Algorithm::RS256, &rsa_key(), Some("rsa-1"), &claims(ISS, AUD));
+    let old = sign(
+        Algorithm::RS256,
+        &rsa_key(),
+        Some("rsa-1"),
+        &claims(ISS, AUD),
+    );
     assert!(tokens.verify(&old, NOW).await.is_ok());
 
     server.set_keys(vec![with(jwk("rsa_other"), json!({ "kid": "rsa-2" }))]);
-    let new = sign(Algorithm::RS256, &rsa_other_key(), Some("rsa-2"), &claims(ISS, AUD));
+    let new = sign(
+        Algorithm::RS256,
+        &rsa_other_key(),
+        Some("rsa-2"),
+        &claims(ISS, AUD),
+    );
     assert!(tokens.verify(&new, NOW + 60).await.is_ok());
     rejects_at(&tokens, &old, NOW + 61, TokenErrorKind::UnknownKey).await;
 }
@@ -131,16 +198,24 @@ async fn keys_removed_from_the_jwks_stop_verifying_after_a_refetch() {
 async fn concurrent_unknown_kids_share_one_fetch() {
     let server = JwksServer::start(standard_keys()).await;
     let tokens = Arc::new(jwks_tokens(&server.url));
-    let mut tasks = Vec::new();
+    let mut requests = Vec::new();
     for i in 0..20 {
         let tokens = Arc::clone(&tokens);
-        tasks.push(tokio::spawn(async move {
-            let token = sign(Algorithm::RS256, &rsa_key(), Some(&format!("kid-{i}")), &claims(ISS, AUD));
+        requests.push(tokio::spawn(async move {
+            let token = sign(
+                Algorithm::RS256,
+                &rsa_key(),
+                Some(&format!("kid-{i}")),
+                &claims(ISS, AUD),
+            );
             tokens.verify(&token, NOW).await
         }));
     }
-    for task in tasks {
-        assert_eq!(task.await.unwrap().unwrap_err().kind, TokenErrorKind::UnknownKey);
+    for request in requests {
+        assert_eq!(
+            request.await.unwrap().unwrap_err().kind,
+            TokenErrorKind::UnknownKey
+        );
     }
     assert_eq!(server.fetches(), 1);
 }
@@ -169,7 +244,12 @@ async fn symmetric_and_encryption_keys_in_the_jwks_are_ignored() {
     ])
     .await;
     let tokens = jwks_tokens(&server.url);
-    let token = sign(Algorithm::HS256, &EncodingKey::from_secret(secret), Some("sym"), &claims(ISS, AUD));
+    let token = sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(secret),
+        Some("sym"),
+        &claims(ISS, AUD),
+    );
     rejects(&tokens, &token, TokenErrorKind::UnknownKey).await;
     for kid in ["enc", "oaep", "broken"] {
         let token = sign(Algorithm::RS256, &rsa_key(), Some(kid), &claims(ISS, AUD));
@@ -193,7 +273,10 @@ async fn an_unreachable_or_failing_provider_is_not_hammered() {
     rejects_at(&tokens, &token, NOW + 10, TokenErrorKind::KeysUnavailable).await;
     assert_eq!(server.fetches(), 1);
 
-    for (i, body) in ["not json", "{\"no\":\"keys\"}", "[]"].into_iter().enumerate() {
+    for (i, body) in ["not json", "{\"no\":\"keys\"}", "[]"]
+        .into_iter()
+        .enumerate()
+    {
         server.set_response(200, body);
         let now = NOW + 100 * (i as i64 + 1);
         rejects_at(&tokens, &token, now, TokenErrorKind::KeysUnavailable).await;
@@ -224,7 +307,12 @@ async fn prefetch_warms_the_cache() {
     let tokens = jwks_tokens(&server.url);
     tokens.prefetch_jwks(NOW).await;
     assert_eq!(server.fetches(), 1);
-    let token = sign(Algorithm::ES256, &ec_p256_key(), Some("ec-1"), &claims(ISS, AUD));
+    let token = sign(
+        Algorithm::ES256,
+        &ec_p256_key(),
+        Some("ec-1"),
+        &claims(ISS, AUD),
+    );
     assert!(tokens.verify(&token, NOW).await.is_ok());
     assert_eq!(server.fetches(), 1);
 }
@@ -248,7 +336,10 @@ async fn jku_x5u_and_jwk_headers_are_never_fetched_or_trusted() {
         let token = jsonwebtoken::encode(&typed, &claims(ISS, AUD), &rsa_other_key()).unwrap();
         let error = tokens.verify(&token, NOW + 100).await.unwrap_err();
         assert!(
-            matches!(error.kind, TokenErrorKind::BadSignature | TokenErrorKind::UnknownKey),
+            matches!(
+                error.kind,
+                TokenErrorKind::BadSignature | TokenErrorKind::UnknownKey
+            ),
             "{header}: {error:?}"
         );
     }

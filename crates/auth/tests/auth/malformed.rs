@@ -37,11 +37,19 @@ async fn missing_unknown_or_miscased_alg_is_rejected() {
         json!({ "alg": "ES512" }),
         json!({ "alg": "" }),
     ] {
-        rejects(&tokens, &unsigned(&header, &payload, "AAAA"), TokenErrorKind::UnsupportedAlgorithm)
-            .await;
-    }
-    rejects(&tokens, &unsigned(&json!({ "alg": 256 }), &payload, "AAAA"), TokenErrorKind::Malformed)
+        rejects(
+            &tokens,
+            &unsigned(&header, &payload, "AAAA"),
+            TokenErrorKind::UnsupportedAlgorithm,
+        )
         .await;
+    }
+    rejects(
+        &tokens,
+        &unsigned(&json!({ "alg": 256 }), &payload, "AAAA"),
+        TokenErrorKind::Malformed,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -53,7 +61,11 @@ async fn critical_header_extensions_are_rejected() {
     header["crit"] = json!(["b64"]);
     header["b64"] = json!(false);
     // Correctly HMAC-signed over the encoded parts, so only `crit` can reject it.
-    let message = format!("{}.{}", b64(header.to_string()), b64(claims(HS_ISS, AUD).to_string()));
+    let message = format!(
+        "{}.{}",
+        b64(header.to_string()),
+        b64(claims(HS_ISS, AUD).to_string())
+    );
     let tag = ring::hmac::sign(
         &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, HS_SECRET.as_bytes()),
         message.as_bytes(),
@@ -107,7 +119,10 @@ async fn truncated_tokens_never_verify() {
         let truncated = &token[..len];
         let error = tokens.verify(truncated, NOW).await.unwrap_err();
         assert!(
-            matches!(error.kind, TokenErrorKind::Malformed | TokenErrorKind::BadSignature),
+            matches!(
+                error.kind,
+                TokenErrorKind::Malformed | TokenErrorKind::BadSignature
+            ),
             "{len}: {error:?}"
         );
     }
@@ -122,8 +137,18 @@ async fn tokens_over_eight_kib_are_rejected_before_parsing() {
     let token = sign(Algorithm::HS256, &hs_key(), None, &big);
     assert!(token.len() > MAX_TOKEN_BYTES);
     rejects(&tokens, &token, TokenErrorKind::TooLarge).await;
-    rejects(&tokens, &"a".repeat(MAX_TOKEN_BYTES + 1), TokenErrorKind::TooLarge).await;
-    rejects(&tokens, &"a".repeat(10 * 1024 * 1024), TokenErrorKind::TooLarge).await;
+    rejects(
+        &tokens,
+        &"a".repeat(MAX_TOKEN_BYTES + 1),
+        TokenErrorKind::TooLarge,
+    )
+    .await;
+    rejects(
+        &tokens,
+        &"a".repeat(10 * 1024 * 1024),
+        TokenErrorKind::TooLarge,
+    )
+    .await;
 
     // Right at the limit, a valid token still verifies.
     let mut fits = claims(HS_ISS, AUD);
@@ -132,7 +157,11 @@ async fn tokens_over_eight_kib_are_rejected_before_parsing() {
     // Each 3 payload bytes become 4 characters.
     fits["padding"] = json!("x".repeat((MAX_TOKEN_BYTES - base) / 4 * 3));
     let token = sign(Algorithm::HS256, &hs_key(), None, &fits);
-    assert!(token.len() <= MAX_TOKEN_BYTES && token.len() > MAX_TOKEN_BYTES - 8, "{}", token.len());
+    assert!(
+        token.len() <= MAX_TOKEN_BYTES && token.len() > MAX_TOKEN_BYTES - 8,
+        "{}",
+        token.len()
+    );
     assert!(tokens.verify(&token, NOW).await.is_ok());
 }
 
@@ -148,16 +177,31 @@ async fn deeply_nested_json_is_rejected_without_overflowing_the_stack() {
 fn descriptions_are_short_and_safe_for_www_authenticate() {
     use TokenErrorKind::*;
     let all = [
-        TooLarge, Malformed, UnsupportedAlgorithm, UnsupportedHeader, AlgorithmNotAllowed,
-        UnknownIssuer, UnknownKey, KeysUnavailable, BadSignature, MissingExp, Expired,
-        NotYetValid, WrongIssuer, WrongAudience, MissingSubject, BadClaim,
+        TooLarge,
+        Malformed,
+        UnsupportedAlgorithm,
+        UnsupportedHeader,
+        AlgorithmNotAllowed,
+        UnknownIssuer,
+        UnknownKey,
+        KeysUnavailable,
+        BadSignature,
+        MissingExp,
+        Expired,
+        NotYetValid,
+        WrongIssuer,
+        WrongAudience,
+        MissingSubject,
+        BadClaim,
     ];
     let mut seen = std::collections::HashSet::new();
     for kind in all {
         let text = kind.description();
         assert!(!text.is_empty() && text.len() <= 40, "{text}");
         // RFC 6750 §3: error_description is %x20-21 / %x23-5B / %x5D-7E.
-        assert!(text.bytes().all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\'));
+        assert!(text
+            .bytes()
+            .all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\'));
         assert!(seen.insert(text), "{text} used twice");
         let error = permsync_auth::TokenError::from(kind);
         assert_eq!(error.to_string(), text);

@@ -12,21 +12,18 @@ fn own_claims(tokens: &Tokens) -> AccessClaims {
 
 fn payload_of(token: &str) -> Value {
     let payload = token.split('.').nth(1).unwrap();
-    serde_json::from_slice(&base64::Engine::decode(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-        payload,
+    serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+            .unwrap(),
     )
-    .unwrap())
     .unwrap()
 }
 
 fn header_of(token: &str) -> Value {
     let header = token.split('.').next().unwrap();
-    serde_json::from_slice(&base64::Engine::decode(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-        header,
+    serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header).unwrap(),
     )
-    .unwrap())
     .unwrap()
 }
 
@@ -47,7 +44,10 @@ async fn signed_token_verifies_with_all_claims() {
     assert_eq!(verified.jti.as_deref(), Some(claims.jti.as_str()));
     assert!(verified.own);
 
-    assert_eq!(header_of(&token), json!({ "alg": "EdDSA", "typ": "JWT", "kid": key.kid }));
+    assert_eq!(
+        header_of(&token),
+        json!({ "alg": "EdDSA", "typ": "JWT", "kid": key.kid })
+    );
 }
 
 #[tokio::test]
@@ -69,7 +69,10 @@ async fn perms_are_embedded_only_when_given() {
     let without = tokens.sign(&own_claims(&tokens));
     assert!(payload_of(&without).get("perms").is_none());
 
-    let perms = vec!["invoice:approve".to_owned(), "doc:edit@project/7".to_owned()];
+    let perms = vec![
+        "invoice:approve".to_owned(),
+        "doc:edit@project/7".to_owned(),
+    ];
     let claims = tokens.access_claims("alice", "s", 1, NOW, 300, Some(perms.clone()));
     let with = tokens.sign(&claims);
     assert_eq!(payload_of(&with)["perms"], json!(perms));
@@ -153,11 +156,17 @@ fn bad_own_key_configuration_is_refused() {
     assert!(matches!(new(vec![retired]), Err(ConfigError::NoActiveKey)));
 
     let key = generate_ed25519();
-    assert!(matches!(new(vec![key.clone(), key.clone()]), Err(ConfigError::DuplicateKid(_))));
+    assert!(matches!(
+        new(vec![key.clone(), key.clone()]),
+        Err(ConfigError::DuplicateKid(_))
+    ));
 
     let mut mismatched = generate_ed25519();
     mismatched.public = generate_ed25519().public;
-    assert!(matches!(new(vec![mismatched]), Err(ConfigError::InvalidOwnKey { .. })));
+    assert!(matches!(
+        new(vec![mismatched]),
+        Err(ConfigError::InvalidOwnKey { .. })
+    ));
 
     let mut garbage = generate_ed25519();
     garbage.private_der = b"not a key".to_vec();
@@ -165,7 +174,12 @@ fn bad_own_key_configuration_is_refused() {
     assert!(error.to_string().contains(&garbage.kid), "{error}");
 
     assert!(matches!(
-        Tokens::new(vec![generate_ed25519()], String::new(), OWN_AUD.to_owned(), vec![]),
+        Tokens::new(
+            vec![generate_ed25519()],
+            String::new(),
+            OWN_AUD.to_owned(),
+            vec![]
+        ),
         Err(ConfigError::EmptyField { .. })
     ));
 }
@@ -189,13 +203,28 @@ async fn missing_or_non_numeric_exp_is_rejected() {
     let mut claims = serde_json::to_value(own_claims(&tokens)).unwrap();
 
     claims.as_object_mut().unwrap().remove("exp");
-    rejects(&tokens, &sign_ed25519_raw(&key, &header, &claims), TokenErrorKind::MissingExp).await;
+    rejects(
+        &tokens,
+        &sign_ed25519_raw(&key, &header, &claims),
+        TokenErrorKind::MissingExp,
+    )
+    .await;
 
     claims["exp"] = json!("1700000300");
-    rejects(&tokens, &sign_ed25519_raw(&key, &header, &claims), TokenErrorKind::MissingExp).await;
+    rejects(
+        &tokens,
+        &sign_ed25519_raw(&key, &header, &claims),
+        TokenErrorKind::MissingExp,
+    )
+    .await;
 
     claims["exp"] = Value::Null;
-    rejects(&tokens, &sign_ed25519_raw(&key, &header, &claims), TokenErrorKind::MissingExp).await;
+    rejects(
+        &tokens,
+        &sign_ed25519_raw(&key, &header, &claims),
+        TokenErrorKind::MissingExp,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -204,18 +233,34 @@ async fn wrong_audience_is_rejected_and_an_audience_list_is_accepted() {
     let tokens = tokens_with(vec![key.clone()], vec![]);
     let mut claims = own_claims(&tokens);
     claims.aud = "someone-else".to_owned();
-    rejects(&tokens, &tokens.sign(&claims), TokenErrorKind::WrongAudience).await;
+    rejects(
+        &tokens,
+        &tokens.sign(&claims),
+        TokenErrorKind::WrongAudience,
+    )
+    .await;
 
     let header = json!({ "alg": "EdDSA", "kid": key.kid });
     let mut value = serde_json::to_value(own_claims(&tokens)).unwrap();
     value["aud"] = json!(["other", OWN_AUD]);
-    assert!(tokens.verify(&sign_ed25519_raw(&key, &header, &value), NOW).await.is_ok());
+    assert!(tokens
+        .verify(&sign_ed25519_raw(&key, &header, &value), NOW)
+        .await
+        .is_ok());
     value["aud"] = json!(["other"]);
-    rejects(&tokens, &sign_ed25519_raw(&key, &header, &value), TokenErrorKind::WrongAudience)
-        .await;
+    rejects(
+        &tokens,
+        &sign_ed25519_raw(&key, &header, &value),
+        TokenErrorKind::WrongAudience,
+    )
+    .await;
     value.as_object_mut().unwrap().remove("aud");
-    rejects(&tokens, &sign_ed25519_raw(&key, &header, &value), TokenErrorKind::WrongAudience)
-        .await;
+    rejects(
+        &tokens,
+        &sign_ed25519_raw(&key, &header, &value),
+        TokenErrorKind::WrongAudience,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -224,17 +269,30 @@ async fn wrong_or_missing_issuer_is_rejected() {
     let tokens = tokens_with(vec![key.clone()], vec![]);
     let mut claims = own_claims(&tokens);
     claims.iss = "https://evil.test".to_owned();
-    rejects(&tokens, &tokens.sign(&claims), TokenErrorKind::UnknownIssuer).await;
+    rejects(
+        &tokens,
+        &tokens.sign(&claims),
+        TokenErrorKind::UnknownIssuer,
+    )
+    .await;
 
     let header = json!({ "alg": "EdDSA", "kid": key.kid });
     let mut value = serde_json::to_value(own_claims(&tokens)).unwrap();
     value.as_object_mut().unwrap().remove("iss");
-    rejects(&tokens, &sign_ed25519_raw(&key, &header, &value), TokenErrorKind::UnknownIssuer)
-        .await;
+    rejects(
+        &tokens,
+        &sign_ed25519_raw(&key, &header, &value),
+        TokenErrorKind::UnknownIssuer,
+    )
+    .await;
     // An array `iss` does not select anyone, even if it contains the right value.
     value["iss"] = json!([OWN_ISS]);
-    rejects(&tokens, &sign_ed25519_raw(&key, &header, &value), TokenErrorKind::UnknownIssuer)
-        .await;
+    rejects(
+        &tokens,
+        &sign_ed25519_raw(&key, &header, &value),
+        TokenErrorKind::UnknownIssuer,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -242,18 +300,31 @@ async fn missing_or_empty_subject_is_rejected() {
     let tokens = tokens_with(vec![generate_ed25519()], vec![]);
     let mut claims = own_claims(&tokens);
     claims.sub = String::new();
-    rejects(&tokens, &tokens.sign(&claims), TokenErrorKind::MissingSubject).await;
+    rejects(
+        &tokens,
+        &tokens.sign(&claims),
+        TokenErrorKind::MissingSubject,
+    )
+    .await;
 
     let key = generate_ed25519();
     let tokens = tokens_with(vec![key.clone()], vec![]);
     let header = json!({ "alg": "EdDSA", "kid": key.kid });
     let mut value = serde_json::to_value(own_claims(&tokens)).unwrap();
     value.as_object_mut().unwrap().remove("sub");
-    rejects(&tokens, &sign_ed25519_raw(&key, &header, &value), TokenErrorKind::MissingSubject)
-        .await;
+    rejects(
+        &tokens,
+        &sign_ed25519_raw(&key, &header, &value),
+        TokenErrorKind::MissingSubject,
+    )
+    .await;
     value["sub"] = json!(7);
-    rejects(&tokens, &sign_ed25519_raw(&key, &header, &value), TokenErrorKind::MissingSubject)
-        .await;
+    rejects(
+        &tokens,
+        &sign_ed25519_raw(&key, &header, &value),
+        TokenErrorKind::MissingSubject,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -261,14 +332,26 @@ async fn own_tokens_must_carry_sid_and_prev() {
     let key = generate_ed25519();
     let tokens = tokens_with(vec![key.clone()], vec![]);
     let header = json!({ "alg": "EdDSA", "kid": key.kid });
-    for (claim, bad) in [("sid", Value::Null), ("prev", json!(-1)), ("prev", json!("3"))] {
+    for (claim, bad) in [
+        ("sid", Value::Null),
+        ("prev", json!(-1)),
+        ("prev", json!("3")),
+    ] {
         let mut value = serde_json::to_value(own_claims(&tokens)).unwrap();
         value.as_object_mut().unwrap().remove(claim);
-        rejects(&tokens, &sign_ed25519_raw(&key, &header, &value), TokenErrorKind::BadClaim)
-            .await;
+        rejects(
+            &tokens,
+            &sign_ed25519_raw(&key, &header, &value),
+            TokenErrorKind::BadClaim,
+        )
+        .await;
         value[claim] = bad;
-        rejects(&tokens, &sign_ed25519_raw(&key, &header, &value), TokenErrorKind::BadClaim)
-            .await;
+        rejects(
+            &tokens,
+            &sign_ed25519_raw(&key, &header, &value),
+            TokenErrorKind::BadClaim,
+        )
+        .await;
     }
 }
 
@@ -289,7 +372,11 @@ async fn signature_by_another_key_under_our_kid_is_rejected() {
     let attacker = generate_ed25519();
     let tokens = tokens_with(vec![key.clone()], vec![]);
     let claims = serde_json::to_value(own_claims(&tokens)).unwrap();
-    let forged = sign_ed25519_raw(&attacker, &json!({ "alg": "EdDSA", "kid": key.kid }), &claims);
+    let forged = sign_ed25519_raw(
+        &attacker,
+        &json!({ "alg": "EdDSA", "kid": key.kid }),
+        &claims,
+    );
     rejects(&tokens, &forged, TokenErrorKind::BadSignature).await;
 }
 
@@ -311,9 +398,18 @@ async fn only_eddsa_is_allowed_for_own_keys() {
     let claims = serde_json::to_value(own_claims(&tokens)).unwrap();
 
     // HMAC "signed" with our public key (raw, base64url and as published in the JWKS).
-    for secret in [key.public.clone(), b64(&key.public).into_bytes(), tokens.jwks().to_string().into_bytes()] {
+    for secret in [
+        key.public.clone(),
+        b64(&key.public).into_bytes(),
+        tokens.jwks().to_string().into_bytes(),
+    ] {
         for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
-            let token = sign(alg, &EncodingKey::from_secret(&secret), Some(&key.kid), &claims);
+            let token = sign(
+                alg,
+                &EncodingKey::from_secret(&secret),
+                Some(&key.kid),
+                &claims,
+            );
             rejects(&tokens, &token, TokenErrorKind::AlgorithmNotAllowed).await;
         }
     }
@@ -332,14 +428,26 @@ async fn embedded_jwk_header_key_is_never_trusted() {
     let attacker_jwk = json!({ "kty": "OKP", "crv": "Ed25519", "x": b64(&attacker.public) });
 
     let with_our_kid = json!({ "alg": "EdDSA", "kid": key.kid, "jwk": attacker_jwk });
-    rejects(&tokens, &sign_ed25519_raw(&attacker, &with_our_kid, &claims), TokenErrorKind::BadSignature)
-        .await;
+    rejects(
+        &tokens,
+        &sign_ed25519_raw(&attacker, &with_our_kid, &claims),
+        TokenErrorKind::BadSignature,
+    )
+    .await;
     let with_their_kid = json!({ "alg": "EdDSA", "kid": attacker.kid, "jwk": attacker_jwk });
-    rejects(&tokens, &sign_ed25519_raw(&attacker, &with_their_kid, &claims), TokenErrorKind::UnknownKey)
-        .await;
+    rejects(
+        &tokens,
+        &sign_ed25519_raw(&attacker, &with_their_kid, &claims),
+        TokenErrorKind::UnknownKey,
+    )
+    .await;
     let without_kid = json!({ "alg": "EdDSA", "jwk": attacker_jwk });
-    rejects(&tokens, &sign_ed25519_raw(&attacker, &without_kid, &claims), TokenErrorKind::UnknownKey)
-        .await;
+    rejects(
+        &tokens,
+        &sign_ed25519_raw(&attacker, &without_kid, &claims),
+        TokenErrorKind::UnknownKey,
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -75,7 +75,11 @@ fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(admin::list_roles))
         .routes(routes!(admin::put_role, admin::delete_role))
         .routes(routes!(admin::invalidate))
-        .routes(routes!(admin::list_changes));
+        .routes(routes!(admin::list_changes))
+        .routes(routes!(crate::push::sse::my_events))
+        .routes(routes!(crate::push::ws::my_ws))
+        .routes(routes!(crate::push::tickets::create_ticket))
+        .routes(routes!(crate::push::changes::change_stream));
     let (public, public_api) = public.split_for_parts();
     let (authenticated, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(authenticated).split_for_parts();
     api.merge(public_api);

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
+use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use permsync_core::{SessionEnd, Timestamp, UserId};
 use tokio::sync::watch;
@@ -19,9 +20,23 @@ pub struct SlotState {
     /// The SSE frame announcing `revision`, encoded once and shared.
     pub sse_frame: Bytes,
     /// The WebSocket text message announcing `revision`, encoded once and shared.
-    pub ws_text: Bytes,
-    /// Sessions that ended, with why; a connection of one of them says so and closes.
-    pub ended: Option<(Arc<[String]>, SessionEnd)>,
+    pub ws_text: Utf8Bytes,
+    /// The latest sessions of this user that ended, with why (at most
+    /// [`ENDED_KEPT`]); a connection of one of them says so and closes. A list
+    /// rather than the last end alone, because two ends in a row would otherwise
+    /// coalesce and a connection that had not looked in between would miss its own.
+    pub ended: Arc<[(String, SessionEnd)]>,
+}
+
+/// How many ended sessions a slot remembers. Connections also consult the
+/// server's set of ended sessions, so an end pushed out of this list is still seen.
+pub const ENDED_KEPT: usize = 64;
+
+impl SlotState {
+    /// Why `sid` ended, if it is among the ended sessions this slot remembers.
+    pub fn ended_reason(&self, sid: &str) -> Option<SessionEnd> {
+        self.ended.iter().find(|(s, _)| s == sid).map(|(_, reason)| *reason)
+    }
 }
 
 /// A user's slot; alive while at least one connection holds it.
@@ -35,6 +50,32 @@ impl Slot {
     pub fn subscribe(&self) -> watch::Receiver<SlotState> {
         self.tx.subscribe()
     }
+
+    /// Raises the slot to `revision` unless it is there already. A connection calls
+    /// it right after joining with the index's revision read *after* the join: a
+    /// change applied between creating the slot and that read was published while
+    /// the slot was not yet online, and would otherwise be missed.
+    pub fn raise(&self, revision: u64, committed_at: Timestamp) {
+        raise(&self.tx, revision, committed_at, &sse_frame(revision), &ws_text(revision));
+    }
+
+    /// The revision the slot holds now.
+    pub fn revision(&self) -> u64 {
+        self.tx.borrow().revision
+    }
+}
+
+fn raise(tx: &watch::Sender<SlotState>, seq: u64, committed_at: Timestamp, sse: &Bytes, ws: &Utf8Bytes) -> bool {
+    tx.send_if_modified(|s| {
+        if s.revision >= seq {
+            return false;
+        }
+        s.revision = seq;
+        s.committed_at = committed_at;
+        s.sse_frame = sse.clone();
+        s.ws_text = ws.clone();
+        true
+    })
 }
 
 impl Drop for Slot {
@@ -61,8 +102,8 @@ pub fn sse_frame(revision: u64) -> Bytes {
     Bytes::from(format!("id: {revision}\nevent: permissions\ndata: {{\"revision\":{revision}}}\n\n"))
 }
 
-pub fn ws_text(revision: u64) -> Bytes {
-    Bytes::from(format!("{{\"type\":\"permissions\",\"revision\":{revision}}}"))
+pub fn ws_text(revision: u64) -> Utf8Bytes {
+    Utf8Bytes::from(format!("{{\"type\":\"permissions\",\"revision\":{revision}}}"))
 }
 
 impl Hub {
@@ -81,7 +122,7 @@ impl Hub {
             committed_at: now,
             sse_frame: sse_frame(revision),
             ws_text: ws_text(revision),
-            ended: None,
+            ended: Arc::from([]),
         };
         let slot = Arc::new(Slot { user: user.clone(), tx: watch::Sender::new(state), hub: Arc::downgrade(&self.0) });
         slots.insert(user.clone(), Arc::downgrade(&slot));
@@ -100,16 +141,7 @@ impl Hub {
         for user in users {
             if let Some(slot) = self.online(user.as_str()) {
                 online += 1;
-                slot.tx.send_if_modified(|s| {
-                    if s.revision >= seq {
-                        return false;
-                    }
-                    s.revision = seq;
-                    s.committed_at = committed_at;
-                    s.sse_frame = sse.clone();
-                    s.ws_text = ws.clone();
-                    true
-                });
+                raise(&slot.tx, seq, committed_at, &sse, &ws);
             }
         }
         online
@@ -118,8 +150,12 @@ impl Hub {
     /// Tells the connections of `sessions` that they ended.
     pub fn end_sessions(&self, user: &UserId, sessions: &[String], reason: SessionEnd) {
         if let Some(slot) = self.online(user.as_str()) {
-            let ended: Arc<[String]> = sessions.into();
-            slot.tx.send_modify(|s| s.ended = Some((ended, reason)));
+            slot.tx.send_modify(|s| {
+                let keep_old = ENDED_KEPT.saturating_sub(sessions.len()).min(s.ended.len());
+                let old = &s.ended[s.ended.len() - keep_old..];
+                let new = sessions.iter().rev().take(ENDED_KEPT).rev().map(|sid| (sid.clone(), reason));
+                s.ended = old.iter().cloned().chain(new).collect();
+            });
         }
     }
 

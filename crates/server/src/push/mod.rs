@@ -1,5 +1,16 @@
-//! Pushing revisions to open event streams: the [`Hub`] of per-user slots.
+//! Pushing revisions to open event streams: the [`Hub`] of per-user slots, and the
+//! streams that watch them: SSE ([`sse`]), WebSocket ([`ws`]), the changelog for
+//! replicas ([`changes`]), the single-use tickets that open them without headers
+//! ([`tickets`]) and the per-user stream limit ([`open_streams`]).
 
+pub mod changes;
 mod hub;
+pub mod open_streams;
+pub mod sse;
+pub mod subscription;
+pub mod tickets;
+pub mod ws;
 
-pub use hub::{Hub, Slot, SlotState};
+pub use hub::{Hub, Slot, SlotState, ENDED_KEPT};
+pub use open_streams::{OpenStreams, StreamGuard, Transport};
+pub use tickets::Tickets;

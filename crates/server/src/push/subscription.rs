@@ -1,0 +1,238 @@
+//! What every `/v1/me` event stream holds: its user's revision slot, the session
+//! and token expiry it answers to, the shutdown signal and its place in the
+//! stream count. SSE and WebSocket differ only in how they write [`Event`]s.
+//!
+//! The state is O(1) per connection: a `watch::Receiver` of the user's slot (only
+//! the latest revision, never a queue), one timer for keepalives, and a few words.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use axum::http::{header, HeaderMap};
+use bytes::Bytes;
+use permsync_core::{SessionEnd, Timestamp};
+use tokio::sync::watch;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+
+use super::hub::{Slot, SlotState, ENDED_KEPT};
+use super::open_streams::{StreamGuard, Transport};
+use crate::api::error::ApiError;
+use crate::api::extract::Caller;
+use crate::state::AppState;
+
+/// Why a stream ends with a `session` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    LoggedOut,
+    Revoked,
+    TokenExpired,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::LoggedOut => "logged_out",
+            EndReason::Revoked => "revoked",
+            EndReason::TokenExpired => "token_expired",
+        }
+    }
+}
+
+impl From<SessionEnd> for EndReason {
+    fn from(e: SessionEnd) -> Self {
+        match e {
+            SessionEnd::LoggedOut => EndReason::LoggedOut,
+            SessionEnd::Revoked => EndReason::Revoked,
+        }
+    }
+}
+
+/// What a stream writes next.
+pub enum Event {
+    /// A revision higher than any this connection was sent; frames shared by all.
+    Permissions { revision: u64, committed_at: Timestamp, sse: Bytes, ws: Utf8Bytes },
+    /// The session or the token ended: say so, then close.
+    End(EndReason),
+    /// A keepalive period passed (regardless of events in it, so proxies and
+    /// clients see one at least every period, as the protocol says).
+    Keepalive,
+    /// The server is shutting down: close so the client reconnects elsewhere.
+    Shutdown,
+}
+
+/// What a wait in [`Subscription::next`] woke up for.
+enum Woke {
+    Stop,
+    Changed,
+    Expired,
+    Tick,
+}
+
+pub struct Subscription {
+    state: AppState,
+    /// Keeps the user's slot online while this connection lives.
+    _slot: Arc<Slot>,
+    rx: watch::Receiver<SlotState>,
+    sid: Option<String>,
+    token_expires: Instant,
+    stop: watch::Receiver<bool>,
+    keepalive: Interval,
+    /// The highest revision this connection was sent (or told it already had).
+    sent: u64,
+    _guard: StreamGuard,
+}
+
+impl AppState {
+    /// Authenticates an event stream: the `Authorization: Bearer` header when there
+    /// is one, else a single-use `?ticket=`. Session and staleness rules apply as
+    /// for any request; an expired token's ticket is refused too.
+    pub async fn authenticate_stream(&self, headers: &HeaderMap, ticket: Option<&str>) -> Result<Caller, ApiError> {
+        if let Some(value) = headers.get(header::AUTHORIZATION) {
+            let token = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
+                .map(|(_, token)| token.trim())
+                .ok_or_else(|| ApiError::token("expected Authorization: Bearer <token>"))?;
+            return self.authenticate(token).await;
+        }
+        let Some(ticket) = ticket.filter(|t| !t.is_empty()) else {
+            return Err(ApiError::token("missing bearer token or ticket"));
+        };
+        let caller = self.tickets.redeem(ticket).ok_or_else(|| ApiError::token("unknown, used or expired ticket"))?;
+        if caller.exp * 1000 <= self.now().0 {
+            return Err(ApiError::token("the ticket's token has expired"));
+        }
+        if self.session_ended(caller.sid.as_deref()) {
+            return Err(ApiError::token("the session has ended"));
+        }
+        Ok(caller)
+    }
+
+    fn session_ended(&self, sid: Option<&str>) -> bool {
+        sid.is_some_and(|sid| self.ended_sessions.read().unwrap_or_else(|e| e.into_inner()).contains(sid))
+    }
+
+    /// Joins `caller`'s revision slot and takes a place in the stream count.
+    pub fn subscribe(&self, caller: Caller, transport: Transport, keepalive: Duration) -> Result<Subscription, ApiError> {
+        let guard = self.open_stream(&caller.user, transport)?;
+        let slot = self.hub.join(&caller.user, self.revision(caller.user.as_str()), self.now());
+        // Read again after joining: a change applied before the slot was online
+        // was not published to it.
+        slot.raise(self.revision(caller.user.as_str()), self.now());
+        let rx = slot.subscribe();
+        let until_exp = Duration::from_millis((caller.exp.saturating_mul(1000) - self.now().0).max(0) as u64);
+        let keepalive = keepalive.max(Duration::from_millis(10));
+        let mut keepalive = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
+        keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Ok(Subscription {
+            state: self.clone(),
+            _slot: slot,
+            rx,
+            sid: caller.sid,
+            token_expires: Instant::now() + until_exp,
+            stop: self.streams_stop.subscribe(),
+            keepalive,
+            sent: 0,
+            _guard: guard,
+        })
+    }
+}
+
+impl Subscription {
+    /// The revision the connection starts at (for the `Permissions-Revision` header).
+    pub fn current_revision(&self) -> u64 {
+        self.rx.borrow().revision
+    }
+
+    /// The first event: the current revision, sent at once. `None` when the client
+    /// said (by `Last-Event-ID`) that it has exactly this revision already.
+    pub fn first(&mut self, client_has: Option<u64>) -> Option<Event> {
+        let state = self.rx.borrow_and_update().clone();
+        // The session may have ended between authentication and joining the slot,
+        // before the slot was online to hear of it: ask the server's set too.
+        if let Some(reason) = self.ended(&state, true) {
+            return Some(Event::End(reason));
+        }
+        self.sent = state.revision;
+        if client_has == Some(state.revision) {
+            return None;
+        }
+        Some(Event::Permissions {
+            revision: state.revision,
+            committed_at: state.committed_at,
+            sse: state.sse_frame,
+            ws: state.ws_text,
+        })
+    }
+
+    /// Waits for the next thing to write. Cancel-safe: every branch is, and the
+    /// connection's own state changes only after a branch completed.
+    pub async fn next(&mut self) -> Event {
+        loop {
+            let woke = tokio::select! {
+                biased;
+                _ = self.stop.wait_for(|stop| *stop) => Woke::Stop,
+                changed = self.rx.changed() => if changed.is_ok() { Woke::Changed } else { Woke::Stop },
+                _ = tokio::time::sleep_until(self.token_expires) => Woke::Expired,
+                _ = self.keepalive.tick() => Woke::Tick,
+            };
+            match woke {
+                Woke::Stop => return Event::Shutdown,
+                Woke::Expired => return Event::End(EndReason::TokenExpired),
+                Woke::Tick => return Event::Keepalive,
+                Woke::Changed => {}
+            }
+            let state = self.rx.borrow_and_update().clone();
+            if let Some(reason) = self.ended(&state, false) {
+                return Event::End(reason);
+            }
+            // Coalesced by the watch: only ever the latest, and never one this
+            // connection has sent (strictly increasing per connection).
+            if state.revision > self.sent {
+                self.sent = state.revision;
+                return Event::Permissions {
+                    revision: state.revision,
+                    committed_at: state.committed_at,
+                    sse: state.sse_frame,
+                    ws: state.ws_text,
+                };
+            }
+        }
+    }
+
+    /// Whether this connection's session is among the ended ones.
+    fn ended(&self, state: &SlotState, ask_server: bool) -> Option<EndReason> {
+        let sid = self.sid.as_deref()?;
+        if let Some(reason) = state.ended_reason(sid) {
+            return Some(reason.into());
+        }
+        // The slot remembers the latest ends only; once its list is full an older
+        // end may have been pushed out, and the server's set still knows it (but
+        // not why, so such a stream is told `revoked`).
+        let ask_server = ask_server || state.ended.len() >= ENDED_KEPT;
+        (ask_server && self.state.session_ended(Some(sid))).then_some(EndReason::Revoked)
+    }
+
+    /// Counts a written event. A permissions event that followed a change (`live`,
+    /// not the first event of a connection) also records the time from its commit
+    /// to its write.
+    pub fn record_sent(&self, event: &Event, live: bool) {
+        let metrics = &self.state.metrics;
+        match event {
+            Event::Permissions { committed_at, .. } => {
+                metrics.events_sent.inc();
+                if live {
+                    let latency_ms = (self.state.now().0 - committed_at.0).max(0);
+                    metrics.push_latency_seconds.observe(latency_ms as f64 / 1000.0);
+                }
+            }
+            Event::End(_) => {
+                metrics.events_sent.inc();
+            }
+            Event::Keepalive | Event::Shutdown => {}
+        }
+    }
+}
