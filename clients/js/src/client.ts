@@ -4,6 +4,7 @@
 // everything that loads a snapshot goes through the single-flight `sync()`; every
 // snapshot goes through `apply()`, which only ever moves forward.
 
+import { acknowledge } from './ack.js'
 import { checkRows, toRows, type Row } from './match.js'
 import { backoff, classify, retryAfter } from './policy.js'
 import { openSse, openWs } from './transport.js'
@@ -481,7 +482,7 @@ export function createPermissions(o: PermissionsOptions): PermissionsClient {
     return () => void set.delete(fn)
   }
 
-  return {
+  const client: PermissionsClient = {
     ready,
     can: (p, s) => check(p, s),
     canAnywhere: (p) => check(p, null, true),
@@ -570,4 +571,6 @@ export function createPermissions(o: PermissionsOptions): PermissionsClient {
       update()
     },
   }
+  if (o.ack) acknowledge(client, base + '/v1/me/ack', o.ack === true ? {} : o.ack, timers, random)
+  return client
 }

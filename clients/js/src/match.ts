@@ -44,15 +44,33 @@ export const toRows = (holdings: ReadonlyArray<{ permission: string; scope: stri
   holdings.map((h) => ({ p: h.permission, s: h.scope ?? null, e: h.expires_at == null ? Infinity : Date.parse(h.expires_at) }))
 
 /**
+ * Rows grouped by pattern, built once per row set (the client makes a new set per
+ * snapshot), so that a check looks only at the patterns that can match its permission
+ * instead of scanning every holding.
+ */
+const byPattern = new WeakMap<readonly Row[], Map<string, Row[]>>()
+
+/**
  * `can` over prepared rows at time `now` (ms). `scope` `null`/`undefined` = global check;
  * `anywhere` ignores scopes (for "does the user hold this somewhere").
+ *
+ * The patterns that match a valid permission (see `patternMatches`) are the permission
+ * itself, `*`, and `prefix:*` for each prefix ending at a `:` (`a:*` and `a:b:*` for `a:b:c`).
  */
 export function checkRows(rows: readonly Row[], permission: string, scope: string | null | undefined, now: number, anywhere?: boolean): boolean {
   if (!validPermission(permission) || (scope != null && !validScope(scope))) return false
-  for (const r of rows) {
-    // `e > now` is false for NaN, so an unreadable expiry fails closed.
-    if (r.e > now && patternMatches(r.p, permission) && (anywhere || scopeCovers(r.s, scope))) return true
+  let map = byPattern.get(rows)
+  if (!map) {
+    byPattern.set(rows, (map = new Map()))
+    for (const r of rows) map.get(r.p)?.push(r) ?? map.set(r.p, [r])
   }
+  const held = (pattern: string) => {
+    // `e > now` is false for NaN, so an unreadable expiry fails closed.
+    for (const r of map.get(pattern) ?? []) if (r.e > now && (anywhere || scopeCovers(r.s, scope))) return true
+    return false
+  }
+  if (held(permission) || held('*')) return true
+  for (let i = permission.indexOf(':'); i >= 0; i = permission.indexOf(':', i + 1)) if (held(permission.slice(0, i + 1) + '*')) return true
   return false
 }
 

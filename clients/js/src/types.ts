@@ -159,6 +159,11 @@ export interface PermissionsOptions {
   key?: string
   /** Whether `client.fetch` may attach the bearer token to this URL. Default: same origin as baseUrl or the page. */
   authorize?: (url: string) => boolean
+  /**
+   * Report the revision this tab has applied to `POST /v1/me/ack` (a permsync
+   * extension), so operators see the user's open tabs and delivery times. Default off.
+   */
+  ack?: boolean | AckOptions
 
   // Injectable environment; defaults are the browser's globals.
   fetch?: (input: RequestInfo | URL, init?: RequestInit) => Promise<Response>
@@ -199,4 +204,14 @@ export interface PermissionsClient {
   /** Same as `applySafePoint()`. */
   release(): void
   close(): void
+}
+
+/** Options of delivery acknowledgements (`ack`). */
+export interface AckOptions {
+  /** This tab's id, `[A-Za-z0-9_-]{1,64}`. Default: random, one per client. */
+  tab?: string
+  /** What the tab shows, for the operator (at most 128 characters); read at each report. */
+  label?: string | (() => string)
+  /** Report at least this often while open, in ms; the server forgets a tab after 60 s of silence. Default 20000. */
+  intervalMs?: number
 }

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import vectors from './vectors/can.json' with { type: 'json' }
 import { checkPermission, patternMatches, scopeCovers, validPermission, validScope } from '../src/index.js'
+import { checkRows, toRows } from '../src/match.js'
 
 describe('can() shared vectors (test/vectors/can.json)', () => {
   const now = Date.parse(vectors.now)
@@ -62,5 +63,42 @@ describe('matching details', () => {
     expect(validScope(deep + '/t8/i8')).toBe(false)
     expect(validScope('t/' + 'i'.repeat(64))).toBe(true)
     expect(validScope('t/' + 'i'.repeat(65))).toBe(false)
+  })
+})
+
+describe('the indexed check equals the definition', () => {
+  // The client's check (checkRows) looks up only the patterns that can match; this
+  // compares it with checkPermission, the plain reading of PROTOCOL §1 (every holding,
+  // patternMatches + scopeCovers), and with the vectors.
+  it('on random holdings and checks', () => {
+    let seed = 7
+    const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n)
+    const pick = <T>(xs: T[]) => xs[rand(xs.length)]!
+    const perms = ['*', 'a', 'a:*', 'a:b', 'a:b:*', 'a:b:c', 'a:bc', 'ab:*', 'b:*', 'b:a', 'a:b:c:*', 'a:b:c:d']
+    const scopes = [null, 'org/x', 'org/x/p/1', 'org/x/p/10', 'org/y', 'org/xy']
+    const now = 1_000_000
+    for (let round = 0; round < 300; round++) {
+      const holdings = Array.from({ length: rand(8) }, () => ({
+        permission: pick(perms),
+        scope: pick(scopes),
+        expires_at: pick([null, null, new Date(now - 1).toISOString(), new Date(now + 1).toISOString()]),
+      }))
+      for (const permission of perms)
+        for (const scope of scopes) {
+          const plain = holdings.some(
+            (h) => (h.expires_at == null || Date.parse(h.expires_at) > now) && patternMatches(h.permission, permission) && scopeCovers(h.scope, scope),
+          )
+          expect(checkPermission(holdings, permission, scope, now)).toBe(plain)
+          expect(checkRows(toRows(holdings), permission, scope, now), JSON.stringify({ holdings, permission, scope })).toBe(plain)
+          expect(checkRows(toRows(holdings), permission, null, now, true)).toBe(
+            holdings.some((h) => (h.expires_at == null || Date.parse(h.expires_at) > now) && patternMatches(h.permission, permission)),
+          )
+        }
+    }
+  })
+
+  it('on the shared vectors', () => {
+    const rows = toRows(vectors.holdings)
+    for (const c of vectors.cases) expect(checkRows(rows, c.permission, c.scope, Date.parse(vectors.now)), c.permission + ' @ ' + c.scope).toBe(c.expect)
   })
 })

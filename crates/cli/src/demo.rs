@@ -36,6 +36,8 @@ pub async fn seed(store: &dyn Store) -> anyhow::Result<()> {
         ("viewer", &["project:read", "doc:read"], "Reads projects and their documents"),
         ("editor", &["project:read", "doc:*", "comment:*"], "Writes documents and comments"),
         ("billing", &["invoice:read", "invoice:approve"], "Handles invoices"),
+        // Bound by the shop's backend when a user buys the Pro plan (src/shop.rs).
+        ("pro", &["project:create", "shop:pro"], "Bought in the shop: the Pro plan (creates projects)"),
     ];
     for (name, perms, description) in roles {
         let perms: Vec<Permission> = perms.iter().map(|x| p(x)).collect();

@@ -4,6 +4,8 @@
 
 mod config;
 mod demo;
+mod shop;
+mod web;
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -409,6 +411,13 @@ async fn serve(cfg: config::Resolved, demo: bool) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, db = %cfg.db, "permsync is serving");
     println!("permsync listening on http://{local}");
+    if demo {
+        // The demo's web apps and shop backend, around the API at the same address.
+        println!("demo: the shop at http://{local}/, the admin console at http://{local}/admin");
+        let router = web::router(state.clone());
+        permsync_server::run_router(listener, state, router, shutdown_signal()).await.context("serving")?;
+        return Ok(());
+    }
     permsync_server::run(listener, state, shutdown_signal()).await.context("serving")?;
     Ok(())
 }

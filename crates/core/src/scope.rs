@@ -18,7 +18,7 @@ impl Scope {
             return Err(ParseError::new(WHAT, s, "longer than 256 characters"));
         }
         let parts: Vec<&str> = s.split('/').collect();
-        if parts.len() % 2 != 0 {
+        if !parts.len().is_multiple_of(2) {
             return Err(ParseError::new(WHAT, s, "must be type/id pairs"));
         }
         if parts.len() / 2 > 8 {

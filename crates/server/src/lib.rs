@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod push;
 pub mod state;
 mod tail;
+pub mod tabs;
 pub mod time;
 
 use std::future::Future;
@@ -42,9 +43,21 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let router = app(state.clone());
+    run_router(listener, state, router, shutdown).await
+}
+
+/// [`run`], serving `router` instead of [`app`]`(state)`: for a binary that puts
+/// routes of its own around the API (the demo web apps do).
+pub async fn run_router(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let background = tokio::spawn(state.clone().run_background(stop_rx.clone()));
-    let app = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router.into_make_service_with_connect_info::<SocketAddr>();
     let signal_state = state.clone();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {

@@ -43,6 +43,8 @@ pub struct Inner {
     pub streams_stop: tokio::sync::watch::Sender<bool>,
     /// The `seq` of the last change applied; the change streams wait on it.
     pub applied_seq_watch: tokio::sync::watch::Sender<u64>,
+    /// Open tabs per user and the revisions they applied (`POST /v1/me/ack`).
+    pub tabs: crate::tabs::Tabs,
 }
 
 impl Deref for AppState {
@@ -81,6 +83,7 @@ impl AppState {
             open_streams,
             streams_stop: tokio::sync::watch::Sender::new(false),
             applied_seq_watch: tokio::sync::watch::Sender::new(applied_seq),
+            tabs: crate::tabs::Tabs::new(crate::tabs::TAB_TTL),
         })))
     }
 

@@ -52,17 +52,33 @@ impl Live {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let served = tokio::spawn(permsync_server::run(listener, s.state.clone(), async move {
-            let _ = stopped.await;
-        }));
-        Live { s, addr, http: reqwest::Client::new(), stop: Some(stop), served: Some(served) }
+        let served = tokio::spawn(permsync_server::run(
+            listener,
+            s.state.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Live {
+            s,
+            addr,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            served: Some(served),
+        }
     }
 
     fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
 
-    async fn send(&self, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut req = self.http.request(method, self.url(path)).bearer_auth(token);
         if let Some(b) = body {
             req = req.json(&b);
@@ -73,20 +89,29 @@ impl Live {
     }
 
     async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
-        self.send(reqwest::Method::POST, path, token, Some(body)).await
+        self.send(reqwest::Method::POST, path, token, Some(body))
+            .await
     }
 
     /// Grants over the API; returns the user's new revision.
     async fn grant(&self, user: &str, permission: &str) -> u64 {
         let admin = self.s.token("admin");
-        let (status, body) = self.post(&format!("/v1/users/{user}/grants"), &admin, json!({"permission": permission})).await;
+        let (status, body) = self
+            .post(
+                &format!("/v1/users/{user}/grants"),
+                &admin,
+                json!({"permission": permission}),
+            )
+            .await;
         assert_eq!(status, 201, "{body}");
         body["revision"].as_u64().unwrap()
     }
 
     async fn invalidate(&self, users: &[&str]) -> HashMap<String, u64> {
         let admin = self.s.token("admin");
-        let (status, body) = self.post("/v1/invalidate", &admin, json!({"users": users})).await;
+        let (status, body) = self
+            .post("/v1/invalidate", &admin, json!({"users": users}))
+            .await;
         assert_eq!(status, 200, "{body}");
         serde_json::from_value(body["revisions"].clone()).unwrap()
     }
@@ -106,13 +131,25 @@ impl Live {
         let res = req.send().await.unwrap();
         let status = res.status().as_u16();
         let headers = res.headers().clone();
-        Sse { status, headers, body: Box::pin(res.bytes_stream()), buf: Vec::new() }
+        Sse {
+            status,
+            headers,
+            body: Box::pin(res.bytes_stream()),
+            buf: Vec::new(),
+        }
     }
 
-    async fn ws(&self, path: &str, token: Option<&str>) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
-        let mut req = format!("ws://{}{}", self.addr, path).into_client_request().unwrap();
+    async fn ws(
+        &self,
+        path: &str,
+        token: Option<&str>,
+    ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+        let mut req = format!("ws://{}{}", self.addr, path)
+            .into_client_request()
+            .unwrap();
         if let Some(t) = token {
-            req.headers_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
+            req.headers_mut()
+                .insert("authorization", format!("Bearer {t}").parse().unwrap());
         }
         let (ws, _) = tokio_tungstenite::connect_async(req).await?;
         Ok(Ws(ws))
@@ -243,7 +280,10 @@ impl Sse {
         let mut seen = Vec::new();
         while seen.last() != Some(&revision) {
             let r = self.revision().await;
-            assert!(seen.last().is_none_or(|last| r > *last), "revisions strictly increase: {seen:?} then {r}");
+            assert!(
+                seen.last().is_none_or(|last| r > *last),
+                "revisions strictly increase: {seen:?} then {r}"
+            );
             assert!(r <= revision, "never beyond the last one: {r} > {revision}");
             seen.push(r);
         }
@@ -255,12 +295,19 @@ impl Sse {
         let b = self.event(SOON).await.expect("a session event");
         assert_eq!(b.event.as_deref(), Some("session"), "{b:?}");
         assert_eq!(b.id, None);
-        assert_eq!(serde_json::from_str::<Value>(b.data.as_deref().unwrap()).unwrap(), json!({"reason": reason}));
-        assert!(matches!(self.try_block(SOON).await, Ok(None)), "the stream closes after the session event");
+        assert_eq!(
+            serde_json::from_str::<Value>(b.data.as_deref().unwrap()).unwrap(),
+            json!({"reason": reason})
+        );
+        assert!(
+            matches!(self.try_block(SOON).await, Ok(None)),
+            "the stream closes after the session event"
+        );
     }
 }
 
-type WsStream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 struct Ws(WsStream);
 
@@ -274,11 +321,17 @@ enum WsSaw {
 impl Ws {
     async fn next(&mut self) -> WsSaw {
         loop {
-            let msg = tokio::time::timeout(SOON, self.0.next()).await.expect("a message in time");
+            let msg = tokio::time::timeout(SOON, self.0.next())
+                .await
+                .expect("a message in time");
             match msg {
-                Some(Ok(Message::Text(t))) => return WsSaw::Json(serde_json::from_str(&t).unwrap()),
+                Some(Ok(Message::Text(t))) => {
+                    return WsSaw::Json(serde_json::from_str(&t).unwrap())
+                }
                 Some(Ok(Message::Ping(_))) => return WsSaw::Ping,
-                Some(Ok(Message::Close(frame))) => return WsSaw::Closed(frame.map(|f| u16::from(f.code))),
+                Some(Ok(Message::Close(frame))) => {
+                    return WsSaw::Closed(frame.map(|f| u16::from(f.code)))
+                }
                 Some(Ok(_)) => {}
                 None | Some(Err(_)) => return WsSaw::Closed(None),
             }
@@ -345,13 +398,21 @@ async fn sse_opens_with_retry_and_current_revision_and_proper_headers() {
     assert_eq!(sse.header("cache-control"), Some("no-store"));
     assert_eq!(sse.header("x-accel-buffering"), Some("no"));
     let current = live.s.revision("alice");
-    assert_eq!(sse.header("permissions-revision"), Some(current.to_string().as_str()));
+    assert_eq!(
+        sse.header("permissions-revision"),
+        Some(current.to_string().as_str())
+    );
     assert_eq!(sse.opening().await, current);
 
     let refused = live.sse_with("/v1/me/events", None, &[]).await;
     assert_eq!(refused.status, 401);
-    assert_eq!(refused.header("content-type"), Some("application/problem+json"));
-    assert!(refused.header("www-authenticate").is_some_and(|v| v.contains("invalid_token")));
+    assert_eq!(
+        refused.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert!(refused
+        .header("www-authenticate")
+        .is_some_and(|v| v.contains("invalid_token")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -387,7 +448,10 @@ async fn a_grant_reaches_every_tab_of_its_user_and_no_other_user() {
         }
     })
     .await;
-    assert!(heard.is_err(), "bob hears nothing of alice's grant: {heard:?}");
+    assert!(
+        heard.is_err(),
+        "bob hears nothing of alice's grant: {heard:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -402,8 +466,14 @@ async fn a_role_edit_reaches_every_online_member_and_nobody_else() {
         streams.push(sse);
     }
     let admin = live.s.token("admin");
-    let (status, body) =
-        live.send(reqwest::Method::PUT, "/v1/roles/editor", &admin, Some(json!({"permissions": ["doc:edit"]}))).await;
+    let (status, body) = live
+        .send(
+            reqwest::Method::PUT,
+            "/v1/roles/editor",
+            &admin,
+            Some(json!({"permissions": ["doc:edit"]})),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     let seq = body["seq"].as_u64().unwrap();
     assert_eq!(streams[0].revision().await, seq);
@@ -442,13 +512,32 @@ async fn reconnecting_with_last_event_id_resynchronises_at_once() {
     let had = sse.opening().await;
     drop(sse);
     let missed = live.grant("alice", "doc:read").await;
-    let mut again = live.sse_with("/v1/me/events", Some(&alice), &[("last-event-id", &had.to_string())]).await;
-    assert_eq!(again.opening().await, missed, "the first event is the current revision");
+    let mut again = live
+        .sse_with(
+            "/v1/me/events",
+            Some(&alice),
+            &[("last-event-id", &had.to_string())],
+        )
+        .await;
+    assert_eq!(
+        again.opening().await,
+        missed,
+        "the first event is the current revision"
+    );
 
     // Saying it has the current revision: the first event is left out, later ones come.
-    let mut same = live.sse_with("/v1/me/events", Some(&alice), &[("last-event-id", &missed.to_string())]).await;
+    let mut same = live
+        .sse_with(
+            "/v1/me/events",
+            Some(&alice),
+            &[("last-event-id", &missed.to_string())],
+        )
+        .await;
     assert_eq!(same.status, 200);
-    assert_eq!(same.try_block(SOON).await.unwrap().unwrap().retry, Some(2000));
+    assert_eq!(
+        same.try_block(SOON).await.unwrap().unwrap().retry,
+        Some(2000)
+    );
     same.quiet().await;
     let next = live.grant("alice", "doc:write").await;
     assert_eq!(same.revision().await, next);
@@ -460,19 +549,34 @@ async fn a_ticket_opens_one_stream_only() {
     let live = Live::start(fast_config()).await;
     let alice = live.s.token("alice");
     let ticket = live.ticket(&alice).await;
-    let mut sse = live.sse_with(&format!("/v1/me/events?ticket={ticket}"), None, &[]).await;
+    let mut sse = live
+        .sse_with(&format!("/v1/me/events?ticket={ticket}"), None, &[])
+        .await;
     assert_eq!(sse.opening().await, live.s.revision("alice"));
-    let reused = live.http.get(live.url(&format!("/v1/me/events?ticket={ticket}"))).send().await.unwrap();
+    let reused = live
+        .http
+        .get(live.url(&format!("/v1/me/events?ticket={ticket}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(reused.status(), 401);
-    assert_eq!(reused.headers().get("content-type").unwrap(), "application/problem+json");
+    assert_eq!(
+        reused.headers().get("content-type").unwrap(),
+        "application/problem+json"
+    );
     assert!(reused.headers().get("www-authenticate").is_some());
     let problem: Value = reused.json().await.unwrap();
     assert_eq!(problem["code"], "invalid_token");
 
     let ws_ticket = live.ticket(&alice).await;
-    let mut ws = live.ws(&format!("/v1/me/ws?ticket={ws_ticket}"), None).await.unwrap();
+    let mut ws = live
+        .ws(&format!("/v1/me/ws?ticket={ws_ticket}"), None)
+        .await
+        .unwrap();
     assert_eq!(ws.revision().await, live.s.revision("alice"));
-    let again = live.ws(&format!("/v1/me/ws?ticket={ws_ticket}"), None).await;
+    let again = live
+        .ws(&format!("/v1/me/ws?ticket={ws_ticket}"), None)
+        .await;
     match again {
         Err(tokio_tungstenite::tungstenite::Error::Http(res)) => assert_eq!(res.status(), 401),
         other => panic!("a reused ticket must be refused: {:?}", other.map(|_| ())),
@@ -482,7 +586,9 @@ async fn a_ticket_opens_one_stream_only() {
     assert_eq!(sse.revision().await, revision);
     assert_eq!(ws.revision().await, revision);
     // Tickets are only for users with a token.
-    let (status, _) = live.post("/v1/me/events/ticket", "not-a-token", json!({})).await;
+    let (status, _) = live
+        .post("/v1/me/events/ticket", "not-a-token", json!({}))
+        .await;
     assert_eq!(status, 401);
 }
 
@@ -510,7 +616,11 @@ async fn keepalives_flow_and_an_expired_token_closes_the_stream() {
     sse.opening().await;
     let mut ws = live.ws("/v1/me/ws", Some(&token)).await.unwrap();
     ws.revision().await;
-    let keepalive = sse.try_block(Duration::from_secs(1)).await.unwrap().unwrap();
+    let keepalive = sse
+        .try_block(Duration::from_secs(1))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(keepalive.comment.as_deref(), Some("keepalive"));
     assert!(keepalive.event.is_none());
     let (mut pings, mut text_pings) = (0, 0);
@@ -523,7 +633,10 @@ async fn keepalives_flow_and_an_expired_token_closes_the_stream() {
     }
     // Both read at once: a WebSocket client that stops reading stops answering
     // pings, and the server drops it as gone.
-    tokio::join!(sse.ends_with("token_expired"), ws.ends_with("token_expired", 4401));
+    tokio::join!(
+        sse.ends_with("token_expired"),
+        ws.ends_with("token_expired", 4401)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -539,12 +652,30 @@ async fn command_line_changes_and_expiries_produce_events() {
         scope: None,
         expires_at,
     };
-    let added = cli.add_grant("cli", grant("report:read", None), now).await.unwrap();
-    let permsync_store::Added::Created(g, _) = added else { panic!("a new grant") };
-    assert_eq!(sse.revision().await, g.id, "the tail picks up another process's commit");
+    let added = cli
+        .add_grant("cli", grant("report:read", None), now)
+        .await
+        .unwrap();
+    let permsync_store::Added::Created(g, _) = added else {
+        panic!("a new grant")
+    };
+    assert_eq!(
+        sse.revision().await,
+        g.id,
+        "the tail picks up another process's commit"
+    );
 
-    let expiring = cli.add_grant("cli", grant("report:write", Some(now.plus_millis(1000))), now).await.unwrap();
-    let permsync_store::Added::Created(g, _) = expiring else { panic!("a new grant") };
+    let expiring = cli
+        .add_grant(
+            "cli",
+            grant("report:write", Some(now.plus_millis(1000))),
+            now,
+        )
+        .await
+        .unwrap();
+    let permsync_store::Added::Created(g, _) = expiring else {
+        panic!("a new grant")
+    };
     assert_eq!(sse.revision().await, g.id);
     let expired = sse.revision().await;
     assert!(expired > g.id, "the expiry raised the revision");
@@ -570,7 +701,10 @@ async fn no_event_of_one_user_is_ever_readable_by_another() {
     for (u, sse) in users.iter().zip(&mut streams) {
         let last = *own[u].last().unwrap();
         for r in sse.until(last).await {
-            assert!(own[u].contains(&r), "{u} saw revision {r}, which is not one of theirs");
+            assert!(
+                own[u].contains(&r),
+                "{u} saw revision {r}, which is not one of theirs"
+            );
         }
         sse.quiet().await;
     }
@@ -590,10 +724,19 @@ async fn the_seventeenth_stream_of_a_user_is_refused() {
     for _ in 0..4 {
         wss.push(live.ws("/v1/me/ws", Some(&alice)).await.unwrap());
     }
-    let res = live.http.get(live.url("/v1/me/events")).bearer_auth(&alice).send().await.unwrap();
+    let res = live
+        .http
+        .get(live.url("/v1/me/events"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 429);
     assert!(res.headers().get("retry-after").is_some());
-    assert_eq!(res.headers().get("content-type").unwrap(), "application/problem+json");
+    assert_eq!(
+        res.headers().get("content-type").unwrap(),
+        "application/problem+json"
+    );
     let problem: Value = res.json().await.unwrap();
     assert_eq!(problem["code"], "rate_limited");
     match live.ws("/v1/me/ws", Some(&alice)).await {
@@ -611,7 +754,10 @@ async fn the_seventeenth_stream_of_a_user_is_refused() {
             sse.opening().await;
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the closed stream's place was not given back");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the closed stream's place was not given back"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(live.s.state.open_streams.of_user("alice"), 16);
@@ -627,7 +773,10 @@ async fn login(live: &Live, user: &str) -> (String, String) {
         .unwrap();
     assert_eq!(res.status(), 200);
     let body: Value = res.json().await.unwrap();
-    (body["access_token"].as_str().unwrap().into(), body["refresh_token"].as_str().unwrap().into())
+    (
+        body["access_token"].as_str().unwrap().into(),
+        body["refresh_token"].as_str().unwrap().into(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -643,16 +792,29 @@ async fn logout_and_session_revoke_end_the_sessions_streams() {
     other.opening().await;
     let ticket = live.ticket(&access).await;
 
-    let res = live.http.post(live.url("/v1/auth/logout")).json(&json!({"refresh_token": refresh})).send().await.unwrap();
+    let res = live
+        .http
+        .post(live.url("/v1/auth/logout"))
+        .json(&json!({"refresh_token": refresh}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 204);
     sse.ends_with("logged_out").await;
     ws.ends_with("logged_out", 4403).await;
     other.quiet().await;
     // The session's ticket died with it.
-    assert_eq!(live.sse_with(&format!("/v1/me/events?ticket={ticket}"), None, &[]).await.status, 401);
+    assert_eq!(
+        live.sse_with(&format!("/v1/me/events?ticket={ticket}"), None, &[])
+            .await
+            .status,
+        401
+    );
 
     let admin = live.s.token("admin");
-    let (status, body) = live.post("/v1/users/alice/sessions/revoke", &admin, json!({})).await;
+    let (status, body) = live
+        .post("/v1/users/alice/sessions/revoke", &admin, json!({}))
+        .await;
     assert_eq!(status, 200, "{body}");
     other.ends_with("revoked").await;
 }
@@ -677,7 +839,10 @@ async fn the_change_stream_resumes_without_gaps_or_duplicates() {
     live.grant("bob", "doc:read").await;
     let b = stream.event(SOON).await.unwrap();
     let record: Value = serde_json::from_str(b.data.as_deref().unwrap()).unwrap();
-    assert_eq!((record["action"].as_str(), record["user"].as_str()), (Some("grant_added"), Some("bob")));
+    assert_eq!(
+        (record["action"].as_str(), record["user"].as_str()),
+        (Some("grant_added"), Some("bob"))
+    );
     seen.push(record["seq"].as_u64().unwrap());
     drop(stream);
 
@@ -685,7 +850,13 @@ async fn the_change_stream_resumes_without_gaps_or_duplicates() {
         live.invalidate(&["alice"]).await;
     }
     let last_id = seen.last().unwrap().to_string();
-    let mut resumed = live.sse_with("/v1/changes/stream", Some(&admin), &[("last-event-id", &last_id)]).await;
+    let mut resumed = live
+        .sse_with(
+            "/v1/changes/stream",
+            Some(&admin),
+            &[("last-event-id", &last_id)],
+        )
+        .await;
     let committed = live.s.store.last_seq().await.unwrap();
     while seen.last() != Some(&committed) {
         let b = resumed.event(SOON).await.unwrap();
@@ -695,15 +866,30 @@ async fn the_change_stream_resumes_without_gaps_or_duplicates() {
     assert_eq!(seen, expected, "every change once, in order");
     resumed.quiet().await;
 
-    let after = live.sse_with(&format!("/v1/changes/stream?after={}", committed - 3), Some(&admin), &[]).await;
+    let after = live
+        .sse_with(
+            &format!("/v1/changes/stream?after={}", committed - 3),
+            Some(&admin),
+            &[],
+        )
+        .await;
     let mut after = after;
-    let ids: Vec<String> = [after.event(SOON).await, after.event(SOON).await, after.event(SOON).await]
-        .into_iter()
-        .map(|b| b.unwrap().id.unwrap())
-        .collect();
-    assert_eq!(ids, [committed - 2, committed - 1, committed].map(|s| s.to_string()));
+    let ids: Vec<String> = [
+        after.event(SOON).await,
+        after.event(SOON).await,
+        after.event(SOON).await,
+    ]
+    .into_iter()
+    .map(|b| b.unwrap().id.unwrap())
+    .collect();
+    assert_eq!(
+        ids,
+        [committed - 2, committed - 1, committed].map(|s| s.to_string())
+    );
 
-    let bob = live.sse_with("/v1/changes/stream", Some(&live.s.token("bob")), &[]).await;
+    let bob = live
+        .sse_with("/v1/changes/stream", Some(&live.s.token("bob")), &[])
+        .await;
     assert_eq!(bob.status, 403);
 }
 
@@ -716,11 +902,15 @@ async fn a_client_that_never_reads_does_not_grow_the_server() {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut raw = socket.connect(live.addr).await.unwrap();
-    let request = format!("GET /v1/me/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice}\r\n\r\n");
+    let request =
+        format!("GET /v1/me/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice}\r\n\r\n");
     raw.write_all(request.as_bytes()).await.unwrap();
     let deadline = tokio::time::Instant::now() + SOON;
     while live.s.state.open_streams.of_user("alice") == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the raw stream opened");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the raw stream opened"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let rss_before = vm_rss_kib();
@@ -728,7 +918,11 @@ async fn a_client_that_never_reads_does_not_grow_the_server() {
     // 2,000 real changes through the store and the tail...
     let users = [UserId::parse("alice").unwrap()];
     for _ in 0..2000 {
-        live.s.store.invalidate("test", &users, None, permsync_server::time::now()).await.unwrap();
+        live.s
+            .store
+            .invalidate("test", &users, None, permsync_server::time::now())
+            .await
+            .unwrap();
     }
     live.s.state.catch_up().await.unwrap();
     let last = live.s.revision("alice");
@@ -738,7 +932,10 @@ async fn a_client_that_never_reads_does_not_grow_the_server() {
     let alice_id = UserId::parse("alice").unwrap();
     let top = last + 1_000_000;
     for seq in last + 1..=top {
-        live.s.state.hub.publish(std::slice::from_ref(&alice_id), seq, now);
+        live.s
+            .state
+            .hub
+            .publish(std::slice::from_ref(&alice_id), seq, now);
     }
 
     // The server answers as usual meanwhile.
@@ -796,8 +993,16 @@ async fn shutdown_ends_streams_cleanly() {
             Err(()) => panic!("the change stream did not end"),
         }
     }
-    assert!(live.s.state.shutting_down.load(std::sync::atomic::Ordering::Relaxed), "readyz answers 503");
-    let result = tokio::time::timeout(SOON, served).await.expect("run() returns after the streams ended");
+    assert!(
+        live.s
+            .state
+            .shutting_down
+            .load(std::sync::atomic::Ordering::Relaxed),
+        "readyz answers 503"
+    );
+    let result = tokio::time::timeout(SOON, served)
+        .await
+        .expect("run() returns after the streams ended");
     result.unwrap().unwrap();
     assert_eq!(live.s.state.open_streams.total(), 0);
 }
@@ -813,7 +1018,15 @@ async fn metrics_count_streams_events_and_latency() {
     let revision = live.grant("alice", "doc:read").await;
     assert_eq!(sse.revision().await, revision);
     assert_eq!(ws.revision().await, revision);
-    let text = live.http.get(live.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = live
+        .http
+        .get(live.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let value = |prefix: &str| -> f64 {
         text.lines()
             .find(|l| l.starts_with(prefix))
@@ -830,7 +1043,12 @@ async fn metrics_count_streams_events_and_latency() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_lists_the_stream_endpoints() {
     let doc = serde_json::to_value(permsync_server::openapi()).unwrap();
-    for path in ["/v1/me/events", "/v1/me/ws", "/v1/me/events/ticket", "/v1/changes/stream"] {
+    for path in [
+        "/v1/me/events",
+        "/v1/me/ws",
+        "/v1/me/events/ticket",
+        "/v1/changes/stream",
+    ] {
         assert!(doc["paths"][path].is_object(), "{path} is documented");
     }
     let events = &doc["paths"]["/v1/me/events"]["get"]["responses"]["200"]["content"];
@@ -845,8 +1063,14 @@ async fn ws_ignores_client_messages_and_refuses_oversized_ones() {
     ws.revision().await;
     ws.0.send(Message::text("hello")).await.unwrap();
     let revision = live.grant("alice", "doc:read").await;
-    assert_eq!(ws.revision().await, revision, "a client message changes nothing");
-    ws.0.send(Message::text("x".repeat(64 * 1024))).await.unwrap();
+    assert_eq!(
+        ws.revision().await,
+        revision,
+        "a client message changes nothing"
+    );
+    ws.0.send(Message::text("x".repeat(64 * 1024)))
+        .await
+        .unwrap();
     loop {
         match ws.next().await {
             WsSaw::Closed(_) => break,
@@ -855,9 +1079,18 @@ async fn ws_ignores_client_messages_and_refuses_oversized_ones() {
     }
     let deadline = tokio::time::Instant::now() + SOON;
     while live.s.state.open_streams.of_user("alice") > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the oversized message ended the socket");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the oversized message ended the socket"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let res = live.http.get(live.url("/v1/me/ws")).bearer_auth(&alice).send().await.unwrap();
+    let res = live
+        .http
+        .get(live.url("/v1/me/ws"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 400, "a plain GET is no WebSocket handshake");
 }

@@ -35,7 +35,8 @@ CREATE TABLE grants (
     created_at INTEGER NOT NULL,
     created_by TEXT NOT NULL
 );
-CREATE INDEX grants_user ON grants (user);
+-- Serves both "the user's grants" and the idempotent-add lookup.
+CREATE INDEX grants_user ON grants (user, permission, scope);
 CREATE INDEX grants_expires_at ON grants (expires_at) WHERE expires_at IS NOT NULL;
 
 CREATE TABLE bindings (
@@ -47,7 +48,7 @@ CREATE TABLE bindings (
     created_at INTEGER NOT NULL,
     created_by TEXT NOT NULL
 );
-CREATE INDEX bindings_user ON bindings (user);
+CREATE INDEX bindings_user ON bindings (user, role, scope);
 CREATE INDEX bindings_role ON bindings (role);
 CREATE INDEX bindings_expires_at ON bindings (expires_at) WHERE expires_at IS NOT NULL;
 

@@ -105,9 +105,9 @@ async fn reopen_keeps_data_and_seq() {
 }
 
 #[tokio::test]
-async fn plain_path_is_accepted() {
+async fn plain_path_is_accepted_and_its_folder_created() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("nested.db");
+    let path = dir.path().join("data").join("nested.db");
     let store = SqliteStore::open(path.to_str().unwrap()).await.unwrap();
     store.ping().await.unwrap();
     assert!(path.exists());
@@ -125,15 +125,15 @@ async fn two_stores_on_one_file_stay_gap_free() {
         .await
         .unwrap();
 
-    const PER_TASK: usize = 40;
-    let mut tasks = Vec::new();
+    const PER_WRITER: usize = 40;
+    let mut writers = Vec::new();
     for (n, store) in [a.clone(), b.clone(), a.clone(), b.clone()]
         .into_iter()
         .enumerate()
     {
-        tasks.push(tokio::spawn(async move {
+        writers.push(tokio::spawn(async move {
             let mut seqs = Vec::new();
-            for i in 0..PER_TASK {
+            for i in 0..PER_WRITER {
                 let g = grant("alice", &format!("t{n}:p{i}"));
                 match store
                     .add_grant("writer", g, Timestamp(i as i64))
@@ -148,13 +148,13 @@ async fn two_stores_on_one_file_stay_gap_free() {
         }));
     }
     let mut returned = Vec::new();
-    for task in tasks {
-        returned.extend(task.await.unwrap());
+    for writer in writers {
+        returned.extend(writer.await.unwrap());
     }
-    let expected = 1 + 4 * PER_TASK;
+    let expected = 1 + 4 * PER_WRITER;
     returned.sort_unstable();
     returned.dedup();
-    assert_eq!(returned.len(), 4 * PER_TASK);
+    assert_eq!(returned.len(), 4 * PER_WRITER);
 
     for store in [&a, &b] {
         let changes = store.changes_after(0, 10_000).await.unwrap();
@@ -164,7 +164,7 @@ async fn two_stores_on_one_file_stay_gap_free() {
         }
         assert_eq!(store.last_seq().await.unwrap(), expected as u64);
         let state = store.load().await.unwrap();
-        assert_eq!(state.grants.len(), 4 * PER_TASK);
+        assert_eq!(state.grants.len(), 4 * PER_WRITER);
         assert_eq!(
             state.users[0].1, expected as u64,
             "alice's revision is the last change"

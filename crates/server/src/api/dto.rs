@@ -389,3 +389,83 @@ pub struct ChangeList {
     /// Pass as `after` to read on; the last `seq` returned, or the `after` given.
     pub next_after: u64,
 }
+
+// --- Delivery acknowledgements (a permsync extension; see docs/protocol-notes.md) ---
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AckRequest {
+    /// The revision the tab has applied (its snapshot's revision).
+    pub revision: u64,
+    /// The client's id for the tab: `[A-Za-z0-9_-]{1,64}`.
+    pub tab: String,
+    /// Whether the tab holds the browser's connection to permsync.
+    #[serde(default)]
+    pub leader: Option<bool>,
+    /// What the tab shows, for people (an app name, a path): at most 128 characters.
+    #[serde(default)]
+    pub label: Option<String>,
+    /// The tab is closing: forget it.
+    #[serde(default)]
+    pub closed: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AppliedRevision {
+    pub revision: u64,
+    /// When this node received the acknowledgement.
+    pub applied_at: String,
+    /// When the change that produced the revision was committed, if known.
+    pub committed_at: Option<String>,
+    /// `applied_at - committed_at` in milliseconds: the change's way to this tab.
+    pub after_ms: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TabInfo {
+    pub tab: String,
+    pub label: Option<String>,
+    pub leader: bool,
+    /// The highest revision the tab has applied.
+    pub revision: u64,
+    pub opened_at: String,
+    /// The last acknowledgement.
+    pub seen_at: String,
+    /// The last revisions the tab applied, oldest first (at most 16).
+    pub applied: Vec<AppliedRevision>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UserTabs {
+    pub user: String,
+    /// The user's current revision.
+    pub revision: u64,
+    /// Tabs that acknowledged within the last `ttl_seconds`, newest first.
+    pub tabs: Vec<TabInfo>,
+    pub ttl_seconds: u64,
+}
+
+impl TabInfo {
+    pub fn new(t: &crate::tabs::Tab) -> Self {
+        TabInfo {
+            tab: t.id.clone(),
+            label: t.label.clone(),
+            leader: t.leader,
+            revision: t.revision,
+            opened_at: rfc3339(t.opened_at),
+            seen_at: rfc3339(t.seen_at),
+            applied: t
+                .history
+                .iter()
+                .map(|a| AppliedRevision {
+                    revision: a.revision,
+                    applied_at: rfc3339(a.at),
+                    committed_at: a.committed_at.map(rfc3339),
+                    // A change committed before the tab first reported did not
+                    // travel to it: it was in the tab's first snapshot.
+                    after_ms: a.committed_at.filter(|c| *c >= t.opened_at).map(|c| (a.at.0 - c.0).max(0)),
+                })
+                .collect(),
+        }
+    }
+}

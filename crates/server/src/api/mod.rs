@@ -10,6 +10,7 @@ mod auth;
 mod check;
 mod me;
 mod ops;
+mod tabs;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -79,7 +80,9 @@ fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(crate::push::sse::my_events))
         .routes(routes!(crate::push::ws::my_ws))
         .routes(routes!(crate::push::tickets::create_ticket))
-        .routes(routes!(crate::push::changes::change_stream));
+        .routes(routes!(crate::push::changes::change_stream))
+        .routes(routes!(tabs::ack))
+        .routes(routes!(tabs::user_tabs));
     let (public, public_api) = public.split_for_parts();
     let (authenticated, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(authenticated).split_for_parts();
     api.merge(public_api);

@@ -36,6 +36,7 @@ use crate::state::AppState;
 const PAGE: u32 = 256;
 
 #[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct ChangeStreamQuery {
     /// Start after this `seq` (default 0, the beginning). `Last-Event-ID` wins.
     pub after: Option<u64>,
@@ -69,7 +70,9 @@ struct Feed {
 fn may_replicate(state: &AppState, user: &UserId) -> bool {
     let now = state.now();
     let index = state.index();
-    [builtin::ADMIN, builtin::REPLICATE].iter().any(|p| index.can(user.as_str(), p, None, now))
+    [builtin::ADMIN, builtin::REPLICATE]
+        .iter()
+        .any(|p| index.can(user.as_str(), p, None, now))
 }
 
 /// Committed changes in `seq` order, then new ones as they are applied.
@@ -91,7 +94,9 @@ pub async fn change_stream(
     ApiQuery(query): ApiQuery<ChangeStreamQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let caller: Caller = state.authenticate_stream(&headers, query.ticket.as_deref()).await?;
+    let caller: Caller = state
+        .authenticate_stream(&headers, query.ticket.as_deref())
+        .await?;
     if !may_replicate(&state, &caller.user) {
         return Err(needs("permsync:admin or permsync:replicate"));
     }
@@ -104,7 +109,8 @@ pub async fn change_stream(
         None => query.after.unwrap_or(0),
     };
     let guard = state.open_stream(&caller.user, Transport::Changes)?;
-    let until_exp = Duration::from_millis((caller.exp.saturating_mul(1000) - state.now().0).max(0) as u64);
+    let until_exp =
+        Duration::from_millis((caller.exp.saturating_mul(1000) - state.now().0).max(0) as u64);
     let period = state.config.stream_keepalive.max(Duration::from_millis(10));
     let mut keepalive = tokio::time::interval_at(Instant::now() + period, period);
     keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -122,7 +128,11 @@ pub async fn change_stream(
         _guard: guard,
     };
     let revision = state.revision(feed.user.as_str());
-    Ok((sse_headers(Some(revision)), Body::from_stream(changes(feed))).into_response())
+    Ok((
+        sse_headers(Some(revision)),
+        Body::from_stream(changes(feed)),
+    )
+        .into_response())
 }
 
 fn changes(feed: Feed) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send {
@@ -192,8 +202,16 @@ impl Feed {
             out.extend_from_slice(b"\n\n");
             self.last = change.seq;
             sent += 1;
-            if let ChangeKind::SessionsEnded { user, sessions, reason } = &change.kind {
-                let own = self.sid.as_ref().is_some_and(|sid| user == &self.user && sessions.contains(sid));
+            if let ChangeKind::SessionsEnded {
+                user,
+                sessions,
+                reason,
+            } = &change.kind
+            {
+                let own = self
+                    .sid
+                    .as_ref()
+                    .is_some_and(|sid| user == &self.user && sessions.contains(sid));
                 if own {
                     out.extend_from_slice(&session_frame((*reason).into()));
                     sent += 1;

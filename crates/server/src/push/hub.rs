@@ -35,7 +35,10 @@ pub const ENDED_KEPT: usize = 64;
 impl SlotState {
     /// Why `sid` ended, if it is among the ended sessions this slot remembers.
     pub fn ended_reason(&self, sid: &str) -> Option<SessionEnd> {
-        self.ended.iter().find(|(s, _)| s == sid).map(|(_, reason)| *reason)
+        self.ended
+            .iter()
+            .find(|(s, _)| s == sid)
+            .map(|(_, reason)| *reason)
     }
 }
 
@@ -56,7 +59,13 @@ impl Slot {
     /// change applied between creating the slot and that read was published while
     /// the slot was not yet online, and would otherwise be missed.
     pub fn raise(&self, revision: u64, committed_at: Timestamp) {
-        raise(&self.tx, revision, committed_at, &sse_frame(revision), &ws_text(revision));
+        raise(
+            &self.tx,
+            revision,
+            committed_at,
+            &sse_frame(revision),
+            &ws_text(revision),
+        );
     }
 
     /// The revision the slot holds now.
@@ -65,7 +74,13 @@ impl Slot {
     }
 }
 
-fn raise(tx: &watch::Sender<SlotState>, seq: u64, committed_at: Timestamp, sse: &Bytes, ws: &Utf8Bytes) -> bool {
+fn raise(
+    tx: &watch::Sender<SlotState>,
+    seq: u64,
+    committed_at: Timestamp,
+    sse: &Bytes,
+    ws: &Utf8Bytes,
+) -> bool {
     tx.send_if_modified(|s| {
         if s.revision >= seq {
             return false;
@@ -83,7 +98,10 @@ impl Drop for Slot {
         if let Some(hub) = self.hub.upgrade() {
             let mut slots = hub.slots.lock().unwrap_or_else(|e| e.into_inner());
             // Only remove our own entry: a new slot may already have replaced it.
-            if slots.get(self.user.as_str()).is_some_and(|w| w.strong_count() == 0) {
+            if slots
+                .get(self.user.as_str())
+                .is_some_and(|w| w.strong_count() == 0)
+            {
                 slots.remove(self.user.as_str());
             }
         }
@@ -99,11 +117,15 @@ struct HubInner {
 pub struct Hub(Arc<HubInner>);
 
 pub fn sse_frame(revision: u64) -> Bytes {
-    Bytes::from(format!("id: {revision}\nevent: permissions\ndata: {{\"revision\":{revision}}}\n\n"))
+    Bytes::from(format!(
+        "id: {revision}\nevent: permissions\ndata: {{\"revision\":{revision}}}\n\n"
+    ))
 }
 
 pub fn ws_text(revision: u64) -> Utf8Bytes {
-    Utf8Bytes::from(format!("{{\"type\":\"permissions\",\"revision\":{revision}}}"))
+    Utf8Bytes::from(format!(
+        "{{\"type\":\"permissions\",\"revision\":{revision}}}"
+    ))
 }
 
 impl Hub {
@@ -124,13 +146,22 @@ impl Hub {
             ws_text: ws_text(revision),
             ended: Arc::from([]),
         };
-        let slot = Arc::new(Slot { user: user.clone(), tx: watch::Sender::new(state), hub: Arc::downgrade(&self.0) });
+        let slot = Arc::new(Slot {
+            user: user.clone(),
+            tx: watch::Sender::new(state),
+            hub: Arc::downgrade(&self.0),
+        });
         slots.insert(user.clone(), Arc::downgrade(&slot));
         slot
     }
 
     fn online(&self, user: &str) -> Option<Arc<Slot>> {
-        self.0.slots.lock().unwrap_or_else(|e| e.into_inner()).get(user).and_then(Weak::upgrade)
+        self.0
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(user)
+            .and_then(Weak::upgrade)
     }
 
     /// Announces revision `seq` to the online ones among `users`; returns how many
@@ -153,7 +184,12 @@ impl Hub {
             slot.tx.send_modify(|s| {
                 let keep_old = ENDED_KEPT.saturating_sub(sessions.len()).min(s.ended.len());
                 let old = &s.ended[s.ended.len() - keep_old..];
-                let new = sessions.iter().rev().take(ENDED_KEPT).rev().map(|sid| (sid.clone(), reason));
+                let new = sessions
+                    .iter()
+                    .rev()
+                    .take(ENDED_KEPT)
+                    .rev()
+                    .map(|sid| (sid.clone(), reason));
                 s.ended = old.iter().cloned().chain(new).collect();
             });
         }
@@ -161,6 +197,12 @@ impl Hub {
 
     /// How many users have at least one open connection.
     pub fn online_users(&self) -> usize {
-        self.0.slots.lock().unwrap_or_else(|e| e.into_inner()).values().filter(|w| w.strong_count() > 0).count()
+        self.0
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|w| w.strong_count() > 0)
+            .count()
     }
 }

@@ -46,12 +46,21 @@ pub struct OpenStreams {
 
 impl OpenStreams {
     pub fn new(max_per_user: usize) -> Self {
-        OpenStreams { max_per_user: max_per_user.max(1), per_user: Mutex::new(HashMap::new()), total: watch::Sender::new(0) }
+        OpenStreams {
+            max_per_user: max_per_user.max(1),
+            per_user: Mutex::new(HashMap::new()),
+            total: watch::Sender::new(0),
+        }
     }
 
     /// Open streams of `user` now.
     pub fn of_user(&self, user: &str) -> usize {
-        self.per_user.lock().unwrap_or_else(|e| e.into_inner()).get(user).copied().unwrap_or(0)
+        self.per_user
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(user)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Open streams of the whole server now.
@@ -62,7 +71,9 @@ impl OpenStreams {
     /// Waits until every stream has closed, or `limit` passed; true if all closed.
     pub async fn wait_all_closed(&self, limit: Duration) -> bool {
         let mut total = self.total.subscribe();
-        tokio::time::timeout(limit, total.wait_for(|n| *n == 0)).await.is_ok_and(|r| r.is_ok())
+        tokio::time::timeout(limit, total.wait_for(|n| *n == 0))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     fn release(&self, user: &UserId) {
@@ -88,30 +99,59 @@ pub struct StreamGuard {
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.state.open_streams.release(&self.user);
-        self.state.metrics.open_streams.get_or_create(&TransportLabels { transport: self.transport.label() }).dec();
+        self.state
+            .metrics
+            .open_streams
+            .get_or_create(&TransportLabels {
+                transport: self.transport.label(),
+            })
+            .dec();
     }
 }
 
 impl AppState {
     /// Takes a place for a new stream of `user`: 503 once shutdown has begun (so
     /// the client reconnects to another node), 429 past the per-user limit.
-    pub fn open_stream(&self, user: &UserId, transport: Transport) -> Result<StreamGuard, ApiError> {
+    pub fn open_stream(
+        &self,
+        user: &UserId,
+        transport: Transport,
+    ) -> Result<StreamGuard, ApiError> {
         if *self.streams_stop.borrow() {
-            return Err(ApiError::new(Code::Unavailable, "the server is shutting down; reconnect"));
+            return Err(ApiError::new(
+                Code::Unavailable,
+                "the server is shutting down; reconnect",
+            ));
         }
         {
-            let mut per_user = self.open_streams.per_user.lock().unwrap_or_else(|e| e.into_inner());
+            let mut per_user = self
+                .open_streams
+                .per_user
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             let n = per_user.entry(user.clone()).or_insert(0);
             if *n >= self.open_streams.max_per_user {
                 return Err(ApiError {
-                    detail: format!("at most {} open event streams per user", self.open_streams.max_per_user),
+                    detail: format!(
+                        "at most {} open event streams per user",
+                        self.open_streams.max_per_user
+                    ),
                     ..ApiError::rate_limited(RETRY_AFTER_SECS)
                 });
             }
             *n += 1;
         }
         self.open_streams.total.send_modify(|n| *n += 1);
-        self.metrics.open_streams.get_or_create(&TransportLabels { transport: transport.label() }).inc();
-        Ok(StreamGuard { state: self.clone(), user: user.clone(), transport })
+        self.metrics
+            .open_streams
+            .get_or_create(&TransportLabels {
+                transport: transport.label(),
+            })
+            .inc();
+        Ok(StreamGuard {
+            state: self.clone(),
+            user: user.clone(),
+            transport,
+        })
     }
 }

@@ -42,6 +42,7 @@ pub(crate) fn session_frame(reason: EndReason) -> Bytes {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct StreamQuery {
     /// A single-use ticket from `POST /v1/me/events/ticket`, for clients that
     /// cannot send an `Authorization` header.
@@ -51,17 +52,29 @@ pub struct StreamQuery {
 /// The headers of every SSE response.
 pub(crate) fn sse_headers(revision: Option<u64>) -> [(HeaderName, HeaderValue); 4] {
     [
-        (header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        ),
         (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
         // Tells nginx-like proxies not to hold events back in their buffers.
         (X_ACCEL_BUFFERING, HeaderValue::from_static("no")),
-        (PERMISSIONS_REVISION, revision.map_or(HeaderValue::from_static("0"), HeaderValue::from)),
+        (
+            PERMISSIONS_REVISION,
+            revision.map_or(HeaderValue::from_static("0"), HeaderValue::from),
+        ),
     ]
 }
 
 /// A `Last-Event-ID` that names a revision; anything else is ignored.
 pub(crate) fn last_event_id(headers: &HeaderMap) -> Option<u64> {
-    headers.get("last-event-id")?.to_str().ok()?.trim().parse().ok()
+    headers
+        .get("last-event-id")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 enum Phase {
@@ -89,7 +102,9 @@ pub async fn my_events(
     ApiQuery(query): ApiQuery<StreamQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let caller = state.authenticate_stream(&headers, query.ticket.as_deref()).await?;
+    let caller = state
+        .authenticate_stream(&headers, query.ticket.as_deref())
+        .await?;
     let subscription = state.subscribe(caller, Transport::Sse, state.config.stream_keepalive)?;
     let revision = subscription.current_revision();
     let client_has = last_event_id(&headers);
@@ -101,27 +116,33 @@ fn events(
     subscription: Subscription,
     client_has: Option<u64>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send {
-    futures_util::stream::unfold((subscription, Phase::Retry { client_has }), |(mut sub, phase)| async move {
-        let (event, live) = match phase {
-            Phase::Done => return None,
-            Phase::Retry { client_has } => {
-                return Some((Ok(Bytes::from_static(RETRY)), (sub, Phase::First { client_has })));
-            }
-            Phase::First { client_has } => match sub.first(client_has) {
-                Some(event) => (event, false),
-                None => (sub.next().await, true),
-            },
-            Phase::Live => (sub.next().await, true),
-        };
-        sub.record_sent(&event, live);
-        let (bytes, next) = match event {
-            Event::Permissions { sse, .. } => (sse, Phase::Live),
-            Event::Keepalive => (Bytes::from_static(KEEPALIVE), Phase::Live),
-            Event::End(reason) => (session_frame(reason), Phase::Done),
-            // Ending the body ends the response cleanly; the client reconnects
-            // (to another node) after the `retry` delay.
-            Event::Shutdown => return None,
-        };
-        Some((Ok(bytes), (sub, next)))
-    })
+    futures_util::stream::unfold(
+        (subscription, Phase::Retry { client_has }),
+        |(mut sub, phase)| async move {
+            let (event, live) = match phase {
+                Phase::Done => return None,
+                Phase::Retry { client_has } => {
+                    return Some((
+                        Ok(Bytes::from_static(RETRY)),
+                        (sub, Phase::First { client_has }),
+                    ));
+                }
+                Phase::First { client_has } => match sub.first(client_has) {
+                    Some(event) => (event, false),
+                    None => (sub.next().await, true),
+                },
+                Phase::Live => (sub.next().await, true),
+            };
+            sub.record_sent(&event, live);
+            let (bytes, next) = match event {
+                Event::Permissions { sse, .. } => (sse, Phase::Live),
+                Event::Keepalive => (Bytes::from_static(KEEPALIVE), Phase::Live),
+                Event::End(reason) => (session_frame(reason), Phase::Done),
+                // Ending the body ends the response cleanly; the client reconnects
+                // (to another node) after the `retry` delay.
+                Event::Shutdown => return None,
+            };
+            Some((Ok(bytes), (sub, next)))
+        },
+    )
 }

@@ -51,7 +51,12 @@ impl From<SessionEnd> for EndReason {
 /// What a stream writes next.
 pub enum Event {
     /// A revision higher than any this connection was sent; frames shared by all.
-    Permissions { revision: u64, committed_at: Timestamp, sse: Bytes, ws: Utf8Bytes },
+    Permissions {
+        revision: u64,
+        committed_at: Timestamp,
+        sse: Bytes,
+        ws: Utf8Bytes,
+    },
     /// The session or the token ended: say so, then close.
     End(EndReason),
     /// A keepalive period passed (regardless of events in it, so proxies and
@@ -87,13 +92,19 @@ impl AppState {
     /// Authenticates an event stream: the `Authorization: Bearer` header when there
     /// is one, else a single-use `?ticket=`. Session and staleness rules apply as
     /// for any request; an expired token's ticket is refused too.
-    pub async fn authenticate_stream(&self, headers: &HeaderMap, ticket: Option<&str>) -> Result<Caller, ApiError> {
+    pub async fn authenticate_stream(
+        &self,
+        headers: &HeaderMap,
+        ticket: Option<&str>,
+    ) -> Result<Caller, ApiError> {
         if let Some(value) = headers.get(header::AUTHORIZATION) {
             let token = value
                 .to_str()
                 .ok()
                 .and_then(|v| v.split_once(' '))
-                .filter(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
+                .filter(|(scheme, token)| {
+                    scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()
+                })
                 .map(|(_, token)| token.trim())
                 .ok_or_else(|| ApiError::token("expected Authorization: Bearer <token>"))?;
             return self.authenticate(token).await;
@@ -101,7 +112,10 @@ impl AppState {
         let Some(ticket) = ticket.filter(|t| !t.is_empty()) else {
             return Err(ApiError::token("missing bearer token or ticket"));
         };
-        let caller = self.tickets.redeem(ticket).ok_or_else(|| ApiError::token("unknown, used or expired ticket"))?;
+        let caller = self
+            .tickets
+            .redeem(ticket)
+            .ok_or_else(|| ApiError::token("unknown, used or expired ticket"))?;
         if caller.exp * 1000 <= self.now().0 {
             return Err(ApiError::token("the ticket's token has expired"));
         }
@@ -112,18 +126,33 @@ impl AppState {
     }
 
     fn session_ended(&self, sid: Option<&str>) -> bool {
-        sid.is_some_and(|sid| self.ended_sessions.read().unwrap_or_else(|e| e.into_inner()).contains(sid))
+        sid.is_some_and(|sid| {
+            self.ended_sessions
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(sid)
+        })
     }
 
     /// Joins `caller`'s revision slot and takes a place in the stream count.
-    pub fn subscribe(&self, caller: Caller, transport: Transport, keepalive: Duration) -> Result<Subscription, ApiError> {
+    pub fn subscribe(
+        &self,
+        caller: Caller,
+        transport: Transport,
+        keepalive: Duration,
+    ) -> Result<Subscription, ApiError> {
         let guard = self.open_stream(&caller.user, transport)?;
-        let slot = self.hub.join(&caller.user, self.revision(caller.user.as_str()), self.now());
+        let slot = self.hub.join(
+            &caller.user,
+            self.revision(caller.user.as_str()),
+            self.now(),
+        );
         // Read again after joining: a change applied before the slot was online
         // was not published to it.
         slot.raise(self.revision(caller.user.as_str()), self.now());
         let rx = slot.subscribe();
-        let until_exp = Duration::from_millis((caller.exp.saturating_mul(1000) - self.now().0).max(0) as u64);
+        let until_exp =
+            Duration::from_millis((caller.exp.saturating_mul(1000) - self.now().0).max(0) as u64);
         let keepalive = keepalive.max(Duration::from_millis(10));
         let mut keepalive = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
         keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -226,7 +255,9 @@ impl Subscription {
                 metrics.events_sent.inc();
                 if live {
                     let latency_ms = (self.state.now().0 - committed_at.0).max(0);
-                    metrics.push_latency_seconds.observe(latency_ms as f64 / 1000.0);
+                    metrics
+                        .push_latency_seconds
+                        .observe(latency_ms as f64 / 1000.0);
                 }
             }
             Event::End(_) => {

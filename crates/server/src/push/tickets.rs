@@ -83,7 +83,11 @@ impl Tickets {
     pub fn new(ttl: Duration) -> Self {
         Tickets {
             ttl: ttl.max(Duration::from_secs(1)),
-            table: Mutex::new(Table { by_hash: HashMap::new(), per_user: HashMap::new(), last_sweep: Instant::now() }),
+            table: Mutex::new(Table {
+                by_hash: HashMap::new(),
+                per_user: HashMap::new(),
+                last_sweep: Instant::now(),
+            }),
         }
     }
 
@@ -95,17 +99,27 @@ impl Tickets {
     pub fn issue(&self, caller: &Caller) -> Result<String, ApiError> {
         let now = Instant::now();
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        if now.duration_since(table.last_sweep) >= SWEEP_EVERY || table.by_hash.len() >= MAX_TICKETS {
+        if now.duration_since(table.last_sweep) >= SWEEP_EVERY || table.by_hash.len() >= MAX_TICKETS
+        {
             table.sweep(now);
         }
-        let held = table.per_user.get(caller.user.as_str()).copied().unwrap_or(0);
+        let held = table
+            .per_user
+            .get(caller.user.as_str())
+            .copied()
+            .unwrap_or(0);
         if held >= MAX_TICKETS_PER_USER || table.by_hash.len() >= MAX_TICKETS {
             return Err(ApiError::rate_limited(self.ttl.as_secs()));
         }
         let ticket = random_token();
         table.by_hash.insert(
             sha256_hex(&ticket),
-            Ticket { user: caller.user.clone(), sid: caller.sid.clone(), exp: caller.exp, valid_until: now + self.ttl },
+            Ticket {
+                user: caller.user.clone(),
+                sid: caller.sid.clone(),
+                exp: caller.exp,
+                valid_until: now + self.ttl,
+            },
         );
         *table.per_user.entry(caller.user.clone()).or_insert(0) += 1;
         Ok(ticket)
@@ -118,12 +132,20 @@ impl Tickets {
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         let t = table.by_hash.remove(&hash)?;
         table.forget(&t.user);
-        (t.valid_until > Instant::now()).then_some(Caller { user: t.user, sid: t.sid, exp: t.exp })
+        (t.valid_until > Instant::now()).then_some(Caller {
+            user: t.user,
+            sid: t.sid,
+            exp: t.exp,
+        })
     }
 
     /// Unredeemed tickets held now (expired ones not yet swept included).
     pub fn len(&self) -> usize {
-        self.table.lock().unwrap_or_else(|e| e.into_inner()).by_hash.len()
+        self.table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_hash
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -147,7 +169,13 @@ pub struct StreamTicket {
         (status = 429, body = crate::api::error::Problem),
     ),
     security(("bearer" = [])))]
-pub async fn create_ticket(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<StreamTicket>> {
+pub async fn create_ticket(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<StreamTicket>> {
     let ticket = state.tickets.issue(&caller)?;
-    Ok(Json(StreamTicket { ticket, expires_in: state.tickets.ttl().as_secs() }))
+    Ok(Json(StreamTicket {
+        ticket,
+        expires_in: state.tickets.ttl().as_secs(),
+    }))
 }

@@ -68,7 +68,9 @@ pub async fn my_ws(
     let (mut parts, _body) = request.into_parts();
     // Authenticate before looking at the handshake: a caller without a token
     // learns nothing else.
-    let caller = state.authenticate_stream(&parts.headers, query.ticket.as_deref()).await?;
+    let caller = state
+        .authenticate_stream(&parts.headers, query.ticket.as_deref())
+        .await?;
     let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &state)
         .await
         .map_err(|r| ApiError::invalid(r.body_text()).with_status(r.status()))?;
@@ -83,7 +85,8 @@ pub async fn my_ws(
         .max_frame_size(MAX_MESSAGE)
         .on_upgrade(move |socket| serve(socket, subscription, ping_every))
         .into_response();
-    res.headers_mut().insert(PERMISSIONS_REVISION, HeaderValue::from(revision));
+    res.headers_mut()
+        .insert(PERMISSIONS_REVISION, HeaderValue::from(revision));
     Ok(res)
 }
 
@@ -126,7 +129,12 @@ async fn serve(mut socket: WebSocket, mut sub: Subscription, ping_every: Duratio
                     return;
                 }
                 let ping = Message::Text(Utf8Bytes::from_static(r#"{"type":"ping"}"#));
-                if !send(&mut socket, Message::Ping(bytes::Bytes::new()), send_timeout).await
+                if !send(
+                    &mut socket,
+                    Message::Ping(bytes::Bytes::new()),
+                    send_timeout,
+                )
+                .await
                     || !send(&mut socket, ping, send_timeout).await
                 {
                     return;
@@ -137,7 +145,13 @@ async fn serve(mut socket: WebSocket, mut sub: Subscription, ping_every: Duratio
                     EndReason::TokenExpired => CLOSE_TOKEN_EXPIRED,
                     EndReason::LoggedOut | EndReason::Revoked => CLOSE_SESSION_ENDED,
                 };
-                if send(&mut socket, Message::Text(session_text(reason)), CLOSE_TIMEOUT).await {
+                if send(
+                    &mut socket,
+                    Message::Text(session_text(reason)),
+                    CLOSE_TIMEOUT,
+                )
+                .await
+                {
                     close(socket, code, reason.as_str()).await;
                 }
                 return;
@@ -152,12 +166,18 @@ async fn serve(mut socket: WebSocket, mut sub: Subscription, ping_every: Duratio
 
 /// Writes one message; false when the socket failed or the write took too long.
 async fn send(socket: &mut WebSocket, message: Message, limit: Duration) -> bool {
-    matches!(tokio::time::timeout(limit, socket.send(message)).await, Ok(Ok(())))
+    matches!(
+        tokio::time::timeout(limit, socket.send(message)).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Sends a close frame and waits briefly for the client's, so the close is clean.
 async fn close(mut socket: WebSocket, code: u16, reason: &'static str) {
-    let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    };
     if !send(&mut socket, Message::Close(Some(frame)), CLOSE_TIMEOUT).await {
         return;
     }

@@ -73,6 +73,18 @@ impl SqliteStore {
         } else {
             SqliteConnectOptions::new().filename(url)
         };
+        if !in_memory {
+            // `create_if_missing` makes the file, not its folder (`data/permsync.db`).
+            if let Some(dir) = options
+                .get_filename()
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(dir).map_err(|_| {
+                    StoreError::Unavailable("cannot create the database folder".into())
+                })?;
+            }
+        }
         let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -88,7 +100,11 @@ impl SqliteStore {
                 .idle_timeout(None)
                 .max_lifetime(None)
         } else {
-            SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS)
+            // A connection to a local file does not go stale; pinging it before every
+            // use would only add a round trip to each call.
+            SqlitePoolOptions::new()
+                .max_connections(MAX_CONNECTIONS)
+                .test_before_acquire(false)
         };
         let pool = pool_options
             .acquire_timeout(BUSY_TIMEOUT * 2)
@@ -566,7 +582,7 @@ impl Store for SqliteStore {
     async fn delete_user(&self, actor: &str, user: &UserId, at: Timestamp) -> Result<Vec<Change>> {
         let mut w = self.write().await?;
         if !w.user_present(user.as_str()).await? {
-            return Err(StoreError::NotFound("user".into()));
+            return Err(StoreError::NotFound(format!("user {}", user)));
         }
         let deleted = w
             .push(at, actor, |_| ChangeKind::UserDeleted {
@@ -603,7 +619,7 @@ impl Store for SqliteStore {
             .execute(w.conn())
             .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound("user".into()));
+            return Err(StoreError::NotFound(format!("user {}", user)));
         }
         w.commit().await
     }
@@ -611,7 +627,7 @@ impl Store for SqliteStore {
     async fn add_grant(&self, actor: &str, grant: NewGrant, at: Timestamp) -> Result<Added<Grant>> {
         let mut w = self.write().await?;
         if !w.user_present(grant.user.as_str()).await? {
-            return Err(StoreError::NotFound("user".into()));
+            return Err(StoreError::NotFound(format!("user {}", grant.user)));
         }
         let existing: Option<GrantRow> = sqlx::query_as(&format!(
             "SELECT {GRANT_COLUMNS} FROM grants WHERE user = ? AND permission = ? AND scope IS ? \
@@ -667,7 +683,7 @@ impl Store for SqliteStore {
         id: u64,
         at: Timestamp,
     ) -> Result<Change> {
-        let not_found = || StoreError::NotFound("grant".into());
+        let not_found = || StoreError::NotFound(format!("grant {}", id));
         let id_sql = i64::try_from(id).map_err(|_| not_found())?;
         let mut w = self.write().await?;
         let removed: Option<(String, Option<String>)> = sqlx::query_as(
@@ -704,10 +720,10 @@ impl Store for SqliteStore {
     ) -> Result<Added<Binding>> {
         let mut w = self.write().await?;
         if !w.user_present(binding.user.as_str()).await? {
-            return Err(StoreError::NotFound("user".into()));
+            return Err(StoreError::NotFound(format!("user {}", binding.user)));
         }
         if !w.role_exists(binding.role.as_str()).await? {
-            return Err(StoreError::NotFound("role".into()));
+            return Err(StoreError::NotFound(format!("role {}", binding.role)));
         }
         let existing: Option<BindingRow> = sqlx::query_as(&format!(
             "SELECT {BINDING_COLUMNS} FROM bindings WHERE user = ? AND role = ? AND scope IS ? \
@@ -763,7 +779,7 @@ impl Store for SqliteStore {
         id: u64,
         at: Timestamp,
     ) -> Result<Change> {
-        let not_found = || StoreError::NotFound("binding".into());
+        let not_found = || StoreError::NotFound(format!("binding {}", id));
         let id_sql = i64::try_from(id).map_err(|_| not_found())?;
         let mut w = self.write().await?;
         let removed: Option<(String, Option<String>)> =
@@ -829,7 +845,7 @@ impl Store for SqliteStore {
     async fn delete_role(&self, actor: &str, role: &RoleName, at: Timestamp) -> Result<Change> {
         let mut w = self.write().await?;
         if !w.role_exists(role.as_str()).await? {
-            return Err(StoreError::NotFound("role".into()));
+            return Err(StoreError::NotFound(format!("role {}", role)));
         }
         let change = w
             .push(at, actor, |_| ChangeKind::RoleDeleted {
@@ -1009,7 +1025,7 @@ impl Store for SqliteStore {
         let mut w = self.write().await?;
         // A login racing with the user's deletion must not leave a live session.
         if !w.user_present(session.user.as_str()).await? {
-            return Err(StoreError::NotFound("user".into()));
+            return Err(StoreError::NotFound(format!("user {}", session.user)));
         }
         // Housekeeping: an expired refresh token answers `Invalid` whether or not its
         // row is kept, so logins clear them out instead of a separate sweeper.
