@@ -4,11 +4,24 @@
 // writes dist/, which is committed and embedded in the permsync binary
 // (crates/cli/src/web.rs); `npm run check:dist` fails when it is out of date.
 import { fileURLToPath } from 'node:url'
-import { defineConfig } from 'vite'
+import { defineConfig, type Plugin } from 'vite'
 
 const here = (path: string) => fileURLToPath(new URL(path, import.meta.url))
 
+/** `npm run dev`: routes under /admin/ are the console's (the binary does the same, web.rs). */
+const adminFallback: Plugin = {
+  name: 'admin-fallback',
+  configureServer(server) {
+    server.middlewares.use((req, _res, next) => {
+      const path = (req.url ?? '').split('?')[0] ?? ''
+      if (/^\/admin(\/[^.]*)?$/.test(path)) req.url = '/admin/index.html'
+      next()
+    })
+  },
+}
+
 export default defineConfig({
+  plugins: [adminFallback],
   resolve: {
     alias: [
       { find: /^@permsync\/client\/react$/, replacement: here('../clients/js/src/react.tsx') },

@@ -11,7 +11,9 @@ use permsync_core::{Permission, Timestamp, UserId};
 use permsync_store::{NewGrant, SqliteStore, Store};
 
 fn now() -> Timestamp {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     Timestamp(d.as_millis() as i64)
 }
 
@@ -26,10 +28,17 @@ fn grant(user: &UserId, i: usize) -> NewGrant {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(5000);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5000);
     let dir = tempfile::tempdir()?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&format!("sqlite://{}", dir.path().join("b.db").display())).await?);
-    let users: Vec<UserId> = (0..8).map(|i| UserId::parse(&format!("u{i}")).expect("valid user")).collect();
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&format!("sqlite://{}", dir.path().join("b.db").display())).await?,
+    );
+    let users: Vec<UserId> = (0..8)
+        .map(|i| UserId::parse(&format!("u{i}")).expect("valid user"))
+        .collect();
     for u in &users {
         store.create_user("bench", u, None, now()).await?;
     }
@@ -46,7 +55,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (store, user) = (store.clone(), user.clone());
         tasks.push(tokio::spawn(async move {
             for i in 0..n / 8 {
-                store.add_grant("bench", grant(&user, n + w * n + i), now()).await.expect("commit");
+                store
+                    .add_grant("bench", grant(&user, n + w * n + i), now())
+                    .await
+                    .expect("commit");
             }
         }));
     }
@@ -58,6 +70,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("changes per writer run: {n}");
     println!("sequential, 1 writer:   {sequential:>8.0} commits/s");
     println!("concurrent, 8 writers:  {concurrent:>8.0} commits/s");
-    println!("last seq: {last} (gap-free: {})", store.changes_after(0, u32::MAX).await?.len() as u64 == last);
+    println!(
+        "last seq: {last} (gap-free: {})",
+        store.changes_after(0, u32::MAX).await?.len() as u64 == last
+    );
     Ok(())
 }

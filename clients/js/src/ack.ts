@@ -7,26 +7,25 @@
 
 import type { AckOptions, PermissionsClient, Timers } from './types.js'
 
-export function acknowledge(c: PermissionsClient, url: string, o: AckOptions, timers: Timers, random: () => number): string {
-  const g = globalThis as any
+export function acknowledge(c: PermissionsClient, url: string, o: AckOptions, timers: Timers, random: () => number): void {
   const tab = o.tab || random().toString(36).slice(2, 12) || 'tab'
+  const label = o.label
   let timer: unknown
   let sent = 0
   const send = (closed?: boolean) => {
     timers.clearTimeout(timer)
     if (!c.snapshot) return
-    if (!closed) timer = timers.setTimeout(send, o.intervalMs ?? 20000)
+    if (!closed) timer = timers.setTimeout(send, o.intervalMs || 2e4)
     sent = c.revision
     c.fetch(url, {
       method: 'POST',
       keepalive: closed,
       headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ revision: sent, tab, leader: c.leader, label: typeof o.label == 'function' ? o.label() : o.label, closed }),
+      body: JSON.stringify({ revision: sent, tab, leader: c.leader, label: typeof label == 'function' ? label() : label, closed }),
     }).catch(() => {})
   }
   c.subscribe((e) => (e.status == 'closed' ? send(true) : e.revision > sent && send()))
   c.on('leader', () => send())
-  g.addEventListener?.('pagehide', () => send(true))
-  g.addEventListener?.('pageshow', (e: any) => e.persisted && send())
-  return tab
+  // A tab closing or navigating away says so (bfcache-restored pages report again on their next change).
+  ;(globalThis as any).addEventListener?.('pagehide', () => send(true))
 }

@@ -50,9 +50,11 @@ pub struct IssuerConfig {
 
 impl FileConfig {
     pub fn read(path: &Path) -> anyhow::Result<FileConfig> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
         // toml's message names the unknown or mistyped key and its line.
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {}", path.display(), e.message()))
+        toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("config file {}: {}", path.display(), e.message()))
     }
 }
 
@@ -74,11 +76,14 @@ pub struct Resolved {
 }
 
 pub fn resolve(file: FileConfig, over: Overrides) -> anyhow::Result<Resolved> {
-    let mut server = ServerConfig::default();
-    server.stale_tokens = match over.stale_tokens.or(file.stale_tokens).as_deref() {
+    let stale_tokens = match over.stale_tokens.or(file.stale_tokens).as_deref() {
         None | Some("allow") => StaleTokens::Allow,
         Some("reject") => StaleTokens::Reject,
         Some(other) => bail!("stale_tokens must be \"allow\" or \"reject\", not {other:?}"),
+    };
+    let mut server = ServerConfig {
+        stale_tokens,
+        ..ServerConfig::default()
     };
     if let Some(ttl) = over.access_token_ttl.or(file.access_token_ttl) {
         if !(10..=86_400).contains(&ttl) {
@@ -96,13 +101,21 @@ pub fn resolve(file: FileConfig, over: Overrides) -> anyhow::Result<Resolved> {
         server.audience = aud;
     }
     server.embed_permissions = over.embed_permissions || file.embed_permissions.unwrap_or(false);
-    server.cors_origins = over.cors_origins.unwrap_or_else(|| file.cors.map(|c| c.origins).unwrap_or_default());
+    server.cors_origins = over
+        .cors_origins
+        .unwrap_or_else(|| file.cors.map(|c| c.origins).unwrap_or_default());
     for issuer in file.issuers {
         server.external_issuers.push(external_issuer(issuer)?);
     }
     Ok(Resolved {
-        addr: over.addr.or(file.addr).unwrap_or_else(|| DEFAULT_ADDR.to_string()),
-        db: over.db.or(file.db).unwrap_or_else(|| DEFAULT_DB.to_string()),
+        addr: over
+            .addr
+            .or(file.addr)
+            .unwrap_or_else(|| DEFAULT_ADDR.to_string()),
+        db: over
+            .db
+            .or(file.db)
+            .unwrap_or_else(|| DEFAULT_DB.to_string()),
         server,
     })
 }
@@ -116,10 +129,18 @@ fn external_issuer(c: IssuerConfig) -> anyhow::Result<ExternalIssuer> {
             IssuerKey::Hs256Secret(secret)
         }
         (None, Some(path), None) => IssuerKey::PublicKeyPem(
-            std::fs::read_to_string(&path).with_context(|| format!("issuer {}: reading {}", c.iss, path.display()))?,
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("issuer {}: reading {}", c.iss, path.display()))?,
         ),
         (None, None, Some(url)) => IssuerKey::JwksUrl(url),
-        _ => bail!("issuer {}: set exactly one of hs256_secret, public_key_pem_file, jwks_url", c.iss),
+        _ => bail!(
+            "issuer {}: set exactly one of hs256_secret, public_key_pem_file, jwks_url",
+            c.iss
+        ),
     };
-    Ok(ExternalIssuer { iss: c.iss, aud: c.aud, key })
+    Ok(ExternalIssuer {
+        iss: c.iss,
+        aud: c.aud,
+        key,
+    })
 }

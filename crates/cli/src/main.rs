@@ -15,14 +15,18 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use permsync_core::{Permission, RoleName, Scope, Timestamp, UserId};
-use permsync_store::{Added, NewBinding, NewGrant, SqliteStore, Store};
 use permsync_server::time::{now, parse_rfc3339, rfc3339};
+use permsync_store::{Added, NewBinding, NewGrant, SqliteStore, Store};
 
 /// Who the command line acts as in the audit log.
 const ACTOR: &str = "cli";
 
 #[derive(Parser)]
-#[command(name = "permsync", version, about = "Live permissions for single-page apps")]
+#[command(
+    name = "permsync",
+    version,
+    about = "Live permissions for single-page apps"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -62,7 +66,11 @@ enum Command {
         #[arg(long, env = "PERMSYNC_ACCESS_TOKEN_TTL")]
         access_token_ttl: Option<u64>,
         /// Allowed CORS origin (repeatable; comma-separated in the variable).
-        #[arg(long = "cors-origin", env = "PERMSYNC_CORS_ORIGINS", value_delimiter = ',')]
+        #[arg(
+            long = "cors-origin",
+            env = "PERMSYNC_CORS_ORIGINS",
+            value_delimiter = ','
+        )]
         cors_origins: Vec<String>,
         /// Put the effective permissions into access tokens as `perms`.
         #[arg(long)]
@@ -194,7 +202,10 @@ fn main() -> ExitCode {
 }
 
 async fn open_store(db: &Db) -> anyhow::Result<Arc<dyn Store>> {
-    let url = db.db.clone().unwrap_or_else(|| config::DEFAULT_DB.to_string());
+    let url = db
+        .db
+        .clone()
+        .unwrap_or_else(|| config::DEFAULT_DB.to_string());
     open_store_url(&url).await
 }
 
@@ -202,15 +213,20 @@ async fn open_store_url(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     if !url.starts_with("sqlite:") {
         bail!("unsupported database URL {url:?}: expected sqlite://PATH");
     }
-    let store = SqliteStore::open(url).await.with_context(|| format!("opening database {url}"))?;
+    let store = SqliteStore::open(url)
+        .await
+        .with_context(|| format!("opening database {url}"))?;
     Ok(Arc::new(store))
 }
 
 fn parse_expiry(e: &Expiry, now: Timestamp) -> anyhow::Result<Option<Timestamp>> {
     let t = match (&e.expires, &e.for_) {
-        (Some(s), _) => parse_rfc3339(s).with_context(|| format!("--expires {s:?} is not an RFC 3339 time"))?,
+        (Some(s), _) => {
+            parse_rfc3339(s).with_context(|| format!("--expires {s:?} is not an RFC 3339 time"))?
+        }
         (None, Some(d)) => {
-            let d = humantime::parse_duration(d).with_context(|| format!("--for {d:?} is not a duration like 10s, 15m, 2h"))?;
+            let d = humantime::parse_duration(d)
+                .with_context(|| format!("--for {d:?} is not a duration like 10s, 15m, 2h"))?;
             now.plus_millis(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         }
         (None, None) => return Ok(None),
@@ -227,7 +243,16 @@ fn scope(s: &Option<String>) -> anyhow::Result<Option<Scope>> {
 
 async fn execute(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve { config, addr, stale_tokens, access_token_ttl, cors_origins, embed_permissions, demo, db } => {
+        Command::Serve {
+            config,
+            addr,
+            stale_tokens,
+            access_token_ttl,
+            cors_origins,
+            embed_permissions,
+            demo,
+            db,
+        } => {
             let file = match &config {
                 Some(path) => config::FileConfig::read(path)?,
                 None => config::FileConfig::default(),
@@ -242,11 +267,21 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             };
             serve(config::resolve(file, over)?, demo).await
         }
-        Command::User { command: UserCommand::Add { user, password_stdin, db } } => {
+        Command::User {
+            command:
+                UserCommand::Add {
+                    user,
+                    password_stdin,
+                    db,
+                },
+        } => {
             let user = UserId::parse(&user)?;
             let hash = if password_stdin {
                 let mut line = String::new();
-                std::io::stdin().lock().read_line(&mut line).context("reading the password from standard input")?;
+                std::io::stdin()
+                    .lock()
+                    .read_line(&mut line)
+                    .context("reading the password from standard input")?;
                 let password = line.trim_end_matches(['\r', '\n']);
                 if password.is_empty() {
                     bail!("the password on standard input is empty");
@@ -256,27 +291,73 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 None
             };
             let store = open_store(&db).await?;
-            let change = store.create_user(ACTOR, &user, hash.as_deref(), now()).await?;
+            let change = store
+                .create_user(ACTOR, &user, hash.as_deref(), now())
+                .await?;
             println!("created user {user} (revision {})", change.seq);
             Ok(())
         }
-        Command::Grant { user, permission, scope: s, expiry, db } => {
-            let (user, permission, scope) = (UserId::parse(&user)?, Permission::parse(&permission)?, scope(&s)?);
+        Command::Grant {
+            user,
+            permission,
+            scope: s,
+            expiry,
+            db,
+        } => {
+            let (user, permission, scope) = (
+                UserId::parse(&user)?,
+                Permission::parse(&permission)?,
+                scope(&s)?,
+            );
             let at = now();
             let expires_at = parse_expiry(&expiry, at)?;
             let store = open_store(&db).await?;
-            match store.add_grant(ACTOR, NewGrant { user: user.clone(), permission, scope, expires_at }, at).await? {
-                Added::Created(g, c) => println!("granted {} to {user} (grant {}, revision {})", describe(&g.permission, &g.scope), g.id, c.seq),
-                Added::Existing(g) => println!("{user} already holds {} (grant {})", describe(&g.permission, &g.scope), g.id),
+            match store
+                .add_grant(
+                    ACTOR,
+                    NewGrant {
+                        user: user.clone(),
+                        permission,
+                        scope,
+                        expires_at,
+                    },
+                    at,
+                )
+                .await?
+            {
+                Added::Created(g, c) => println!(
+                    "granted {} to {user} (grant {}, revision {})",
+                    describe(&g.permission, &g.scope),
+                    g.id,
+                    c.seq
+                ),
+                Added::Existing(g) => println!(
+                    "{user} already holds {} (grant {})",
+                    describe(&g.permission, &g.scope),
+                    g.id
+                ),
             }
             Ok(())
         }
-        Command::Revoke { user, permission, scope: s, db } => {
-            let (user, permission, scope) = (UserId::parse(&user)?, Permission::parse(&permission)?, scope(&s)?);
+        Command::Revoke {
+            user,
+            permission,
+            scope: s,
+            db,
+        } => {
+            let (user, permission, scope) = (
+                UserId::parse(&user)?,
+                Permission::parse(&permission)?,
+                scope(&s)?,
+            );
             let store = open_store(&db).await?;
             let index = store.load().await?.into_index();
-            let ids: Vec<u64> =
-                index.grants(user.as_str()).iter().filter(|g| g.permission == permission && g.scope == scope).map(|g| g.id).collect();
+            let ids: Vec<u64> = index
+                .grants(user.as_str())
+                .iter()
+                .filter(|g| g.permission == permission && g.scope == scope)
+                .map(|g| g.id)
+                .collect();
             if ids.is_empty() {
                 bail!("{user} has no grant of {}", describe(&permission, &scope));
             }
@@ -286,33 +367,96 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Role { command: RoleCommand::Set { role, permissions, description, db } } => {
+        Command::Role {
+            command:
+                RoleCommand::Set {
+                    role,
+                    permissions,
+                    description,
+                    db,
+                },
+        } => {
             let role = RoleName::parse(&role)?;
-            let permissions = permissions.iter().map(|p| Permission::parse(p)).collect::<Result<Vec<_>, _>>()?;
+            let permissions = permissions
+                .iter()
+                .map(|p| Permission::parse(p))
+                .collect::<Result<Vec<_>, _>>()?;
             let store = open_store(&db).await?;
-            let (c, created) = store.set_role(ACTOR, &role, &permissions, description.as_deref().unwrap_or(""), now()).await?;
-            println!("{} role {role} with {} permissions (seq {})", if created { "created" } else { "replaced" }, permissions.len(), c.seq);
+            let (c, created) = store
+                .set_role(
+                    ACTOR,
+                    &role,
+                    &permissions,
+                    description.as_deref().unwrap_or(""),
+                    now(),
+                )
+                .await?;
+            println!(
+                "{} role {role} with {} permissions (seq {})",
+                if created { "created" } else { "replaced" },
+                permissions.len(),
+                c.seq
+            );
             Ok(())
         }
-        Command::Bind { user, role, scope: s, expiry, db } => {
+        Command::Bind {
+            user,
+            role,
+            scope: s,
+            expiry,
+            db,
+        } => {
             let (user, role, scope) = (UserId::parse(&user)?, RoleName::parse(&role)?, scope(&s)?);
             let at = now();
             let expires_at = parse_expiry(&expiry, at)?;
             let store = open_store(&db).await?;
-            match store.add_binding(ACTOR, NewBinding { user: user.clone(), role, scope, expires_at }, at).await? {
-                Added::Created(b, c) => println!("bound {user} to role {} (binding {}, revision {})", b.role, b.id, c.seq),
-                Added::Existing(b) => println!("{user} is already bound to role {} (binding {})", b.role, b.id),
+            match store
+                .add_binding(
+                    ACTOR,
+                    NewBinding {
+                        user: user.clone(),
+                        role,
+                        scope,
+                        expires_at,
+                    },
+                    at,
+                )
+                .await?
+            {
+                Added::Created(b, c) => println!(
+                    "bound {user} to role {} (binding {}, revision {})",
+                    b.role, b.id, c.seq
+                ),
+                Added::Existing(b) => println!(
+                    "{user} is already bound to role {} (binding {})",
+                    b.role, b.id
+                ),
             }
             Ok(())
         }
-        Command::Unbind { user, role, scope: s, db } => {
+        Command::Unbind {
+            user,
+            role,
+            scope: s,
+            db,
+        } => {
             let (user, role, scope) = (UserId::parse(&user)?, RoleName::parse(&role)?, scope(&s)?);
             let store = open_store(&db).await?;
             let index = store.load().await?.into_index();
-            let ids: Vec<u64> =
-                index.bindings(user.as_str()).iter().filter(|b| b.role == role && b.scope == scope).map(|b| b.id).collect();
+            let ids: Vec<u64> = index
+                .bindings(user.as_str())
+                .iter()
+                .filter(|b| b.role == role && b.scope == scope)
+                .map(|b| b.id)
+                .collect();
             if ids.is_empty() {
-                bail!("{user} is not bound to role {role}{}", scope.as_ref().map(|s| format!(" at {s}")).unwrap_or_default());
+                bail!(
+                    "{user} is not bound to role {role}{}",
+                    scope
+                        .as_ref()
+                        .map(|s| format!(" at {s}"))
+                        .unwrap_or_default()
+                );
             }
             for id in ids {
                 let c = store.remove_binding(ACTOR, &user, id, now()).await?;
@@ -331,16 +475,29 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             println!("user {user}\nrevision {}", snapshot.revision);
             println!("grants:");
             for g in index.grants(user.as_str()) {
-                println!("  {:>6}  {}{}", g.id, describe(&g.permission, &g.scope), until(g.expires_at));
+                println!(
+                    "  {:>6}  {}{}",
+                    g.id,
+                    describe(&g.permission, &g.scope),
+                    until(g.expires_at)
+                );
             }
             println!("roles:");
             for b in index.bindings(user.as_str()) {
-                let at = b.scope.as_ref().map(|s| format!(" @ {s}")).unwrap_or_default();
+                let at = b
+                    .scope
+                    .as_ref()
+                    .map(|s| format!(" @ {s}"))
+                    .unwrap_or_default();
                 println!("  {:>6}  {}{at}{}", b.id, b.role, until(b.expires_at));
             }
             println!("effective permissions:");
             for p in &snapshot.permissions {
-                println!("  {}{}", describe(&p.permission, &p.scope), until(p.expires_at));
+                println!(
+                    "  {}{}",
+                    describe(&p.permission, &p.scope),
+                    until(p.expires_at)
+                );
             }
             Ok(())
         }
@@ -352,7 +509,12 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             let store = open_store(&db).await?;
             let keys = permsync_server::ensure_signing_key(store.as_ref()).await?;
             let defaults = permsync_server::ServerConfig::default();
-            let tokens = permsync_auth::Tokens::new(keys, defaults.issuer.clone(), defaults.audience.clone(), Vec::new())?;
+            let tokens = permsync_auth::Tokens::new(
+                keys,
+                defaults.issuer.clone(),
+                defaults.audience.clone(),
+                Vec::new(),
+            )?;
             let index = store.load().await?.into_index();
             let iat = now().0 / 1000;
             let token = tokens.sign(&permsync_auth::AccessClaims {
@@ -370,9 +532,14 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Invalidate { users, reason, db } => {
-            let users = users.iter().map(|u| UserId::parse(u)).collect::<Result<Vec<_>, _>>()?;
+            let users = users
+                .iter()
+                .map(|u| UserId::parse(u))
+                .collect::<Result<Vec<_>, _>>()?;
             let store = open_store(&db).await?;
-            let c = store.invalidate(ACTOR, &users, reason.as_deref(), now()).await?;
+            let c = store
+                .invalidate(ACTOR, &users, reason.as_deref(), now())
+                .await?;
             println!("invalidated {} users (revision {})", users.len(), c.seq);
             Ok(())
         }
@@ -387,7 +554,8 @@ fn describe(p: &Permission, s: &Option<Scope>) -> String {
 }
 
 fn until(t: Option<Timestamp>) -> String {
-    t.map(|t| format!(" (until {})", rfc3339(t))).unwrap_or_default()
+    t.map(|t| format!(" (until {})", rfc3339(t)))
+        .unwrap_or_default()
 }
 
 async fn serve(cfg: config::Resolved, demo: bool) -> anyhow::Result<()> {
@@ -395,7 +563,8 @@ async fn serve(cfg: config::Resolved, demo: bool) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
         )
         .init();
     // Every event stream holds a socket: allow as many as the hard limit does.
@@ -404,10 +573,14 @@ async fn serve(cfg: config::Resolved, demo: bool) -> anyhow::Result<()> {
     }
     let store = open_store_url(&cfg.db).await?;
     if demo {
-        demo::seed(store.as_ref()).await.context("seeding demo data")?;
+        demo::seed(store.as_ref())
+            .await
+            .context("seeding demo data")?;
     }
     let state = permsync_server::AppState::open(store, cfg.server).await?;
-    let listener = tokio::net::TcpListener::bind(&cfg.addr).await.with_context(|| format!("listening on {}", cfg.addr))?;
+    let listener = tokio::net::TcpListener::bind(&cfg.addr)
+        .await
+        .with_context(|| format!("listening on {}", cfg.addr))?;
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, db = %cfg.db, "permsync is serving");
     println!("permsync listening on http://{local}");
@@ -415,10 +588,14 @@ async fn serve(cfg: config::Resolved, demo: bool) -> anyhow::Result<()> {
         // The demo's web apps and shop backend, around the API at the same address.
         println!("demo: the shop at http://{local}/, the admin console at http://{local}/admin");
         let router = web::router(state.clone());
-        permsync_server::run_router(listener, state, router, shutdown_signal()).await.context("serving")?;
+        permsync_server::run_router(listener, state, router, shutdown_signal())
+            .await
+            .context("serving")?;
         return Ok(());
     }
-    permsync_server::run(listener, state, shutdown_signal()).await.context("serving")?;
+    permsync_server::run(listener, state, shutdown_signal())
+        .await
+        .context("serving")?;
     Ok(())
 }
 

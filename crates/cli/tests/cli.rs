@@ -15,14 +15,19 @@ struct Env {
 
 impl Env {
     fn new() -> Self {
-        Env { dir: tempfile::tempdir().unwrap() }
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
     fn db(&self) -> String {
         format!("sqlite://{}", self.dir.path().join("p.db").display())
     }
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
-        c.args(args).env("PERMSYNC_DB", self.db()).env_remove("PERMSYNC_ADDR").env_remove("PERMSYNC_CONFIG");
+        c.args(args)
+            .env("PERMSYNC_DB", self.db())
+            .env_remove("PERMSYNC_ADDR")
+            .env_remove("PERMSYNC_CONFIG");
         c
     }
     fn run(&self, args: &[&str]) -> Output {
@@ -30,7 +35,11 @@ impl Env {
     }
     fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
     fn fails(&self, args: &[&str]) -> String {
@@ -43,12 +52,20 @@ impl Env {
     fn serve(&self, extra: &[&str]) -> Server {
         let mut args = vec!["serve", "--addr", "127.0.0.1:0"];
         args.extend_from_slice(extra);
-        let mut child = self.cmd(&args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = self
+            .cmd(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let mut printed = Vec::new();
         let base = loop {
-            let line = lines.next().expect("server exited before listening").unwrap();
+            let line = lines
+                .next()
+                .expect("server exited before listening")
+                .unwrap();
             printed.push(line.clone());
             if let Some(addr) = line.strip_prefix("permsync listening on ") {
                 break addr.to_string();
@@ -56,7 +73,11 @@ impl Env {
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server { child, base, printed }
+        Server {
+            child,
+            base,
+            printed,
+        }
     }
 }
 
@@ -74,35 +95,71 @@ impl Drop for Server {
 }
 
 fn http() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
 }
 
 async fn get_json(url: &str, token: &str) -> (u16, Value, Option<u64>) {
     let r = http().get(url).bearer_auth(token).send().await.unwrap();
     let status = r.status().as_u16();
-    let rev = r.headers().get("permissions-revision").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let rev = r
+        .headers()
+        .get("permissions-revision")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
     (status, r.json().await.unwrap_or(Value::Null), rev)
 }
 
 #[test]
 fn admin_subcommands_manage_users_roles_and_grants() {
     let e = Env::new();
-    let mut child = e.cmd(&["user", "add", "alice", "--password-stdin"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(b"s3cret-pass\n").unwrap();
+    let mut child = e
+        .cmd(&["user", "add", "alice", "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"s3cret-pass\n")
+        .unwrap();
     assert!(child.wait_with_output().unwrap().status.success());
     e.ok(&["role", "set", "editor", "doc:edit", "doc:comment:*"]);
-    e.ok(&["grant", "alice", "invoice:approve", "--scope", "org/acme", "--for", "1h"]);
+    e.ok(&[
+        "grant",
+        "alice",
+        "invoice:approve",
+        "--scope",
+        "org/acme",
+        "--for",
+        "1h",
+    ]);
     e.ok(&["grant", "alice", "report:read"]);
     e.ok(&["bind", "alice", "editor", "--scope", "project/7"]);
     let show = e.ok(&["show", "alice"]);
-    assert!(show.contains("invoice:approve @ org/acme (until "), "{show}");
+    assert!(
+        show.contains("invoice:approve @ org/acme (until "),
+        "{show}"
+    );
     assert!(show.contains("editor @ project/7"), "{show}");
     assert!(show.contains("doc:comment:* @ project/7"), "{show}");
     e.ok(&["revoke", "alice", "invoice:approve", "--scope", "org/acme"]);
     e.ok(&["unbind", "alice", "editor", "--scope", "project/7"]);
     let show = e.ok(&["show", "alice"]);
-    assert!(!show.contains("invoice:approve") && !show.contains("editor"), "{show}");
-    let rev_line = |s: &str| s.lines().find(|l| l.starts_with("revision ")).unwrap().to_string();
+    assert!(
+        !show.contains("invoice:approve") && !show.contains("editor"),
+        "{show}"
+    );
+    let rev_line = |s: &str| {
+        s.lines()
+            .find(|l| l.starts_with("revision "))
+            .unwrap()
+            .to_string()
+    };
     let before = rev_line(&show);
     e.ok(&["invalidate", "alice"]);
     assert_ne!(rev_line(&e.ok(&["show", "alice"])), before);
@@ -117,7 +174,10 @@ fn errors_are_one_clear_line_and_a_failure_exit() {
         (vec!["grant", "ghost", "a:b"], "ghost"),
         (vec!["grant", "bob", "a:b", "--scope", "org"], "scope"),
         (vec!["grant", "bob", "a:b", "--for", "soon"], "--for"),
-        (vec!["grant", "bob", "a:b", "--expires", "2000-01-01T00:00:00Z"], "future"),
+        (
+            vec!["grant", "bob", "a:b", "--expires", "2000-01-01T00:00:00Z"],
+            "future",
+        ),
         (vec!["revoke", "bob", "a:b"], "no grant"),
         (vec!["bind", "bob", "ghost-role"], "ghost-role"),
         (vec!["unbind", "bob", "ghost-role"], "not bound"),
@@ -129,11 +189,29 @@ fn errors_are_one_clear_line_and_a_failure_exit() {
         let err = e.fails(&args);
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
         assert!(err.starts_with("permsync: error:"), "{args:?}: {err}");
-        assert!(err.to_lowercase().contains(needle), "{args:?} should mention {needle}: {err}");
+        assert!(
+            err.to_lowercase().contains(needle),
+            "{args:?} should mention {needle}: {err}"
+        );
     }
-    let out = e.run(&["grant", "bob", "a:b", "--expires", "2030-01-01T00:00:00Z", "--for", "1h"]);
-    assert_eq!(out.status.code(), Some(2), "flag conflicts are usage errors");
-    let out = Command::new(BIN).args(["show", "bob", "--db", "postgres://nowhere"]).output().unwrap();
+    let out = e.run(&[
+        "grant",
+        "bob",
+        "a:b",
+        "--expires",
+        "2030-01-01T00:00:00Z",
+        "--for",
+        "1h",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "flag conflicts are usage errors"
+    );
+    let out = Command::new(BIN)
+        .args(["show", "bob", "--db", "postgres://nowhere"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported database URL"));
 }
@@ -153,10 +231,17 @@ async fn a_running_server_sees_cli_changes_within_a_second() {
     loop {
         let (_, body, now_rev) = get_json(&url, &token).await;
         if now_rev.unwrap() > rev {
-            assert!(body["permissions"].as_array().unwrap().iter().any(|p| p["permission"] == "doc:edit"));
+            assert!(body["permissions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["permission"] == "doc:edit"));
             break;
         }
-        assert!(Instant::now() < deadline, "the CLI's grant was not seen within 1 s");
+        assert!(
+            Instant::now() < deadline,
+            "the CLI's grant was not seen within 1 s"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -165,7 +250,14 @@ async fn a_running_server_sees_cli_changes_within_a_second() {
 async fn demo_serves_known_accounts() {
     let e = Env::new();
     let server = e.serve(&["--demo"]);
-    assert!(server.printed.iter().any(|l| l.contains("alice") && l.contains("alice-password")), "{:?}", server.printed);
+    assert!(
+        server
+            .printed
+            .iter()
+            .any(|l| l.contains("alice") && l.contains("alice-password")),
+        "{:?}",
+        server.printed
+    );
     let login = http()
         .post(format!("{}/v1/auth/login", server.base))
         .json(&json!({"username": "alice", "password": "alice-password"}))
@@ -173,7 +265,10 @@ async fn demo_serves_known_accounts() {
         .await
         .unwrap();
     assert_eq!(login.status(), 200);
-    let token = login.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_string();
+    let token = login.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let (status, body, _) = get_json(&format!("{}/v1/me/permissions", server.base), &token).await;
     assert_eq!(status, 200);
     assert!(!body["permissions"].as_array().unwrap().is_empty());
@@ -198,7 +293,9 @@ async fn acknowledged_changes_survive_kill_9() {
             .await
             .unwrap();
         assert_eq!(r.status(), 201);
-        last_rev = r.json::<Value>().await.unwrap()["revision"].as_u64().unwrap();
+        last_rev = r.json::<Value>().await.unwrap()["revision"]
+            .as_u64()
+            .unwrap();
     }
     server.child.kill().unwrap(); // SIGKILL: no shutdown code runs
     server.child.wait().unwrap();
@@ -206,8 +303,16 @@ async fn acknowledged_changes_survive_kill_9() {
     let server = e.serve(&[]);
     let (status, body, _) = get_json(&format!("{}/v1/users/bob", server.base), &admin).await;
     assert_eq!(status, 200);
-    assert_eq!(body["revision"].as_u64(), Some(last_rev), "revision went backwards");
-    assert_eq!(body["grants"].as_array().unwrap().len(), 40, "an acknowledged grant was lost");
+    assert_eq!(
+        body["revision"].as_u64(),
+        Some(last_rev),
+        "revision went backwards"
+    );
+    assert_eq!(
+        body["grants"].as_array().unwrap().len(),
+        40,
+        "an acknowledged grant was lost"
+    );
     let r = client
         .post(format!("{}/v1/users/bob/grants", server.base))
         .bearer_auth(&admin)
@@ -215,14 +320,21 @@ async fn acknowledged_changes_survive_kill_9() {
         .send()
         .await
         .unwrap();
-    assert!(r.json::<Value>().await.unwrap()["seq"].as_u64().unwrap() > last_rev, "seq went backwards");
+    assert!(
+        r.json::<Value>().await.unwrap()["seq"].as_u64().unwrap() > last_rev,
+        "seq went backwards"
+    );
 }
 
 #[test]
 fn config_file_env_and_flags_in_that_order() {
     let e = Env::new();
     let path = e.dir.path().join("permsync.toml");
-    std::fs::write(&path, "addr = \"127.0.0.1:1\"\nstale_tokens = \"reject\"\nbogus_key = 1\n").unwrap();
+    std::fs::write(
+        &path,
+        "addr = \"127.0.0.1:1\"\nstale_tokens = \"reject\"\nbogus_key = 1\n",
+    )
+    .unwrap();
     let err = e.fails(&["serve", "--config", path.to_str().unwrap()]);
     assert!(err.contains("bogus_key"), "an unknown key is named: {err}");
     std::fs::write(&path, "stale_tokens = \"sometimes\"\n").unwrap();
@@ -230,23 +342,44 @@ fn config_file_env_and_flags_in_that_order() {
     assert!(err.contains("stale_tokens"), "{err}");
 
     // The file says one address, the environment another, the flag a third: the flag wins.
-    std::fs::write(&path, "addr = \"127.0.0.1:9\"\n[cors]\norigins = [\"http://localhost:5173\"]\n").unwrap();
+    std::fs::write(
+        &path,
+        "addr = \"127.0.0.1:9\"\n[cors]\norigins = [\"http://localhost:5173\"]\n",
+    )
+    .unwrap();
     let mut child = e
-        .cmd(&["serve", "--config", path.to_str().unwrap(), "--addr", "127.0.0.1:0"])
+        .cmd(&[
+            "serve",
+            "--config",
+            path.to_str().unwrap(),
+            "--addr",
+            "127.0.0.1:0",
+        ])
         .env("PERMSYNC_ADDR", "127.0.0.1:8")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let _ = child.kill();
     let _ = child.wait();
-    assert!(line.starts_with("permsync listening on http://127.0.0.1:") && !line.contains(":8\n") && !line.contains(":9\n"), "{line}");
+    assert!(
+        line.starts_with("permsync listening on http://127.0.0.1:")
+            && !line.contains(":8\n")
+            && !line.contains(":9\n"),
+        "{line}"
+    );
     // Without the flag, the environment beats the file: port 8 needs privileges, so
     // the error names the environment's address.
     let err = String::from_utf8(
-        e.cmd(&["serve", "--config", path.to_str().unwrap()]).env("PERMSYNC_ADDR", "256.0.0.1:8").output().unwrap().stderr,
+        e.cmd(&["serve", "--config", path.to_str().unwrap()])
+            .env("PERMSYNC_ADDR", "256.0.0.1:8")
+            .output()
+            .unwrap()
+            .stderr,
     )
     .unwrap();
     assert!(err.contains("256.0.0.1:8"), "{err}");

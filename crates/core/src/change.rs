@@ -57,19 +57,48 @@ pub struct Change {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChangeKind {
-    UserCreated { user: UserId },
-    UserDeleted { user: UserId },
+    UserCreated {
+        user: UserId,
+    },
+    UserDeleted {
+        user: UserId,
+    },
     GrantAdded(Grant),
-    GrantRemoved { user: UserId, id: u64, permission: Permission, scope: Option<Scope>, expired: bool },
+    GrantRemoved {
+        user: UserId,
+        id: u64,
+        permission: Permission,
+        scope: Option<Scope>,
+        expired: bool,
+    },
     BindingAdded(Binding),
-    BindingRemoved { user: UserId, id: u64, role: RoleName, scope: Option<Scope>, expired: bool },
-    RoleSet { role: RoleName, permissions: Vec<Permission>, description: String },
-    RoleDeleted { role: RoleName },
+    BindingRemoved {
+        user: UserId,
+        id: u64,
+        role: RoleName,
+        scope: Option<Scope>,
+        expired: bool,
+    },
+    RoleSet {
+        role: RoleName,
+        permissions: Vec<Permission>,
+        description: String,
+    },
+    RoleDeleted {
+        role: RoleName,
+    },
     /// Raises the listed users' revisions without touching permsync's own data.
-    Invalidated { users: Vec<UserId>, reason: Option<String> },
+    Invalidated {
+        users: Vec<UserId>,
+        reason: Option<String>,
+    },
     /// Sessions of a user ended: their refresh tokens stop working, their access
     /// tokens are refused, and their open event streams are told and closed.
-    SessionsEnded { user: UserId, sessions: Vec<String>, reason: SessionEnd },
+    SessionsEnded {
+        user: UserId,
+        sessions: Vec<String>,
+        reason: SessionEnd,
+    },
 }
 
 impl ChangeKind {

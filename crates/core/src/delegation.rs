@@ -11,9 +11,15 @@ use crate::{builtin, Index, Permission, RoleName, Scope, Timestamp};
 #[derive(Debug, Clone, Copy)]
 pub enum AdminAction<'a> {
     /// Add or remove a direct grant.
-    Grant { permission: &'a Permission, scope: Option<&'a Scope> },
+    Grant {
+        permission: &'a Permission,
+        scope: Option<&'a Scope>,
+    },
     /// Add or remove a role binding.
-    Bind { role: &'a RoleName, scope: Option<&'a Scope> },
+    Bind {
+        role: &'a RoleName,
+        scope: Option<&'a Scope>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,13 +42,20 @@ pub fn authorize_change(
         return Ok(());
     }
     if actor == target {
-        return Err(Denied("only an admin may change their own grants and bindings".into()));
+        return Err(Denied(
+            "only an admin may change their own grants and bindings".into(),
+        ));
     }
     let scope = match action {
-        AdminAction::Grant { scope, .. } | AdminAction::Bind { scope, .. } => scope.map(Scope::as_str),
+        AdminAction::Grant { scope, .. } | AdminAction::Bind { scope, .. } => {
+            scope.map(Scope::as_str)
+        }
     };
     if !index.can(actor, builtin::DELEGATE, scope, now) {
-        return Err(Denied(format!("needs permsync:delegate at {}", scope.unwrap_or("the global scope"))));
+        return Err(Denied(format!(
+            "needs permsync:delegate at {}",
+            scope.unwrap_or("the global scope")
+        )));
     }
     let permissions: Vec<&Permission> = match action {
         AdminAction::Grant { permission, .. } => vec![permission],
@@ -56,7 +69,10 @@ pub fn authorize_change(
             return Err(Denied(format!("{p} can only be handed out by an admin")));
         }
         if !index.can(actor, p.as_str(), scope, now) {
-            return Err(Denied(format!("you do not hold {p} at {}", scope.unwrap_or("the global scope"))));
+            return Err(Denied(format!(
+                "you do not hold {p} at {}",
+                scope.unwrap_or("the global scope")
+            )));
         }
     }
     Ok(())

@@ -96,15 +96,31 @@ impl Index {
 
     pub fn load_role(&mut self, role: RoleName, permissions: Vec<Permission>, description: String) {
         let set = PermissionSet::new(&permissions);
-        let members = self.roles.remove(&role).map(|r| r.members).unwrap_or_default();
-        self.roles.insert(role, RoleState { description, permissions, set, members });
+        let members = self
+            .roles
+            .remove(&role)
+            .map(|r| r.members)
+            .unwrap_or_default();
+        self.roles.insert(
+            role,
+            RoleState {
+                description,
+                permissions,
+                set,
+                members,
+            },
+        );
     }
 
     pub fn load_grant(&mut self, grant: Grant) {
         if let Some(e) = grant.expires_at {
             self.expiries.insert((e, grant.id));
         }
-        self.users.entry(grant.user.clone()).or_default().grants.push(grant);
+        self.users
+            .entry(grant.user.clone())
+            .or_default()
+            .grants
+            .push(grant);
     }
 
     /// Loads a binding; its role must have been loaded first.
@@ -115,7 +131,11 @@ impl Index {
         if let Some(role) = self.roles.get_mut(&binding.role) {
             *role.members.entry(binding.user.clone()).or_default() += 1;
         }
-        self.users.entry(binding.user.clone()).or_default().bindings.push(binding);
+        self.users
+            .entry(binding.user.clone())
+            .or_default()
+            .bindings
+            .push(binding);
     }
 
     pub fn set_applied_seq(&mut self, seq: u64) {
@@ -148,22 +168,37 @@ impl Index {
 
     /// Whether `user` may do `permission` at `scope` (None: global holdings only).
     pub fn can(&self, user: &str, permission: &str, scope: Option<&str>, now: Timestamp) -> bool {
-        let Some(u) = self.users.get(user) else { return false };
+        let Some(u) = self.users.get(user) else {
+            return false;
+        };
         u.grants.iter().any(|g| {
-            live(g.expires_at, now) && qualifies(g.scope.as_ref(), scope) && g.permission.matches(permission)
+            live(g.expires_at, now)
+                && qualifies(g.scope.as_ref(), scope)
+                && g.permission.matches(permission)
         }) || u.bindings.iter().any(|b| {
             live(b.expires_at, now)
                 && qualifies(b.scope.as_ref(), scope)
-                && self.roles.get(&b.role).is_some_and(|r| r.set.matches(permission))
+                && self
+                    .roles
+                    .get(&b.role)
+                    .is_some_and(|r| r.set.matches(permission))
         })
     }
 
     /// Whether `user` holds `permission` at any scope.
     pub fn can_anywhere(&self, user: &str, permission: &str, now: Timestamp) -> bool {
-        let Some(u) = self.users.get(user) else { return false };
-        u.grants.iter().any(|g| live(g.expires_at, now) && g.permission.matches(permission))
+        let Some(u) = self.users.get(user) else {
+            return false;
+        };
+        u.grants
+            .iter()
+            .any(|g| live(g.expires_at, now) && g.permission.matches(permission))
             || u.bindings.iter().any(|b| {
-                live(b.expires_at, now) && self.roles.get(&b.role).is_some_and(|r| r.set.matches(permission))
+                live(b.expires_at, now)
+                    && self
+                        .roles
+                        .get(&b.role)
+                        .is_some_and(|r| r.set.matches(permission))
             })
     }
 
@@ -176,9 +211,17 @@ impl Index {
     }
 
     /// The active grant of exactly this permission and scope, if any.
-    pub fn find_grant(&self, user: &str, permission: &str, scope: Option<&str>, now: Timestamp) -> Option<&Grant> {
+    pub fn find_grant(
+        &self,
+        user: &str,
+        permission: &str,
+        scope: Option<&str>,
+        now: Timestamp,
+    ) -> Option<&Grant> {
         self.grants(user).iter().find(|g| {
-            live(g.expires_at, now) && g.permission.as_str() == permission && g.scope.as_ref().map(|s| s.as_str()) == scope
+            live(g.expires_at, now)
+                && g.permission.as_str() == permission
+                && g.scope.as_ref().map(|s| s.as_str()) == scope
         })
     }
 
@@ -204,16 +247,22 @@ impl Index {
 
     /// The user's effective permissions, as of `now`.
     pub fn snapshot(&self, user: &UserId, now: Timestamp) -> Snapshot {
-        let mut merged: BTreeMap<(Permission, Option<Scope>), EffectivePermission> = BTreeMap::new();
+        let mut merged: BTreeMap<(Permission, Option<Scope>), EffectivePermission> =
+            BTreeMap::new();
         let mut roles = Vec::new();
         let mut next_change_at: Option<Timestamp> = None;
-        let mut add = |permission: &Permission, scope: &Option<Scope>, expires_at: Option<Timestamp>, via: Via| {
-            let entry = merged.entry((permission.clone(), scope.clone())).or_insert_with(|| EffectivePermission {
-                permission: permission.clone(),
-                scope: scope.clone(),
-                expires_at,
-                via: Vec::new(),
-            });
+        let mut add = |permission: &Permission,
+                       scope: &Option<Scope>,
+                       expires_at: Option<Timestamp>,
+                       via: Via| {
+            let entry = merged
+                .entry((permission.clone(), scope.clone()))
+                .or_insert_with(|| EffectivePermission {
+                    permission: permission.clone(),
+                    scope: scope.clone(),
+                    expires_at,
+                    via: Vec::new(),
+                });
             entry.expires_at = match (entry.expires_at, expires_at) {
                 (Some(a), Some(b)) => Some(a.max(b)),
                 _ => None,
@@ -235,12 +284,22 @@ impl Index {
                         add(p, &b.scope, b.expires_at, Via::Role(b.role.clone()));
                     }
                 }
-                roles.push(RoleHolding { role: b.role.clone(), scope: b.scope.clone(), expires_at: b.expires_at });
+                roles.push(RoleHolding {
+                    role: b.role.clone(),
+                    scope: b.scope.clone(),
+                    expires_at: b.expires_at,
+                });
                 next_change_at = earliest(next_change_at, b.expires_at);
             }
         }
         roles.sort_by(|a, b| (&a.role, &a.scope).cmp(&(&b.role, &b.scope)));
-        Snapshot { user: user.clone(), revision, permissions: merged.into_values().collect(), roles, next_change_at }
+        Snapshot {
+            user: user.clone(),
+            revision,
+            permissions: merged.into_values().collect(),
+            roles,
+            next_change_at,
+        }
     }
 
     // ---- applying changes ----
@@ -298,7 +357,11 @@ impl Index {
                 }
                 vec![user.clone()]
             }
-            ChangeKind::RoleSet { role, permissions, description } => {
+            ChangeKind::RoleSet {
+                role,
+                permissions,
+                description,
+            } => {
                 self.load_role(role.clone(), permissions.clone(), description.clone());
                 self.roles[role].members.keys().cloned().collect()
             }
@@ -307,8 +370,9 @@ impl Index {
                     let members: Vec<UserId> = state.members.into_keys().collect();
                     for m in &members {
                         if let Some(u) = self.users.get_mut(m.as_str()) {
-                            let (gone, kept): (Vec<_>, Vec<_>) =
-                                std::mem::take(&mut u.bindings).into_iter().partition(|b| &b.role == role);
+                            let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut u.bindings)
+                                .into_iter()
+                                .partition(|b| &b.role == role);
                             u.bindings = kept;
                             for b in gone {
                                 self.forget_expiry(b.expires_at, b.id);

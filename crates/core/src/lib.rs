@@ -16,7 +16,7 @@ mod time;
 
 pub use change::{Binding, Change, ChangeKind, Grant, SessionEnd};
 pub use delegation::{authorize_change, AdminAction, Denied};
-pub use index::{EffectivePermission, Index, RoleInfo, RoleHolding, Snapshot, Via};
+pub use index::{EffectivePermission, Index, RoleHolding, RoleInfo, Snapshot, Via};
 pub use name::{RoleName, UserId};
 pub use permission::{Permission, PermissionSet};
 pub use scope::Scope;
@@ -35,7 +35,11 @@ impl ParseError {
     fn new(what: &'static str, value: &str, reason: &'static str) -> Self {
         // Keep hostile input from bloating error messages.
         let value: String = value.chars().take(140).collect();
-        ParseError { what, value, reason }
+        ParseError {
+            what,
+            value,
+            reason,
+        }
     }
 }
 

@@ -22,7 +22,11 @@ impl UserId {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'@' | b'+' | b'-'))
         {
-            return Err(ParseError::new("user", s, "allowed characters are A-Z a-z 0-9 _ . @ + -"));
+            return Err(ParseError::new(
+                "user",
+                s,
+                "allowed characters are A-Z a-z 0-9 _ . @ + -",
+            ));
         }
         Ok(UserId(Arc::from(s)))
     }
@@ -43,8 +47,15 @@ impl RoleName {
         if s.len() > 64 {
             return Err(ParseError::new("role", s, "longer than 64 characters"));
         }
-        if !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-') {
-            return Err(ParseError::new("role", s, "allowed characters are a-z 0-9 _ -"));
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        {
+            return Err(ParseError::new(
+                "role",
+                s,
+                "allowed characters are a-z 0-9 _ -",
+            ));
         }
         Ok(RoleName(Arc::from(s)))
     }

@@ -32,7 +32,10 @@ impl Permission {
             if seg.is_empty() {
                 return Err(ParseError::new(WHAT, s, "has an empty segment"));
             }
-            if !seg.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-') {
+            if !seg
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+            {
                 return Err(ParseError::new(
                     WHAT,
                     s,
@@ -127,11 +130,20 @@ mod tests {
 
     #[test]
     fn parse_table() {
-        let good = ["*", "a", "invoice:approve", "invoice:*", "a-b_c:d9:*", "x:y:z"];
+        let good = [
+            "*",
+            "a",
+            "invoice:approve",
+            "invoice:*",
+            "a-b_c:d9:*",
+            "x:y:z",
+        ];
         for g in good {
             assert!(Permission::parse(g).is_ok(), "{g}");
         }
-        let bad = ["", ":", "a:", ":a", "A", "a::b", "a:*:b", "*:a", "a*", "a:b*", "inv oice", "é", "a:**"];
+        let bad = [
+            "", ":", "a:", ":a", "A", "a::b", "a:*:b", "*:a", "a*", "a:b*", "inv oice", "é", "a:**",
+        ];
         for b in bad {
             assert!(Permission::parse(b).is_err(), "{b}");
         }
@@ -170,8 +182,11 @@ mod tests {
         fn perm() -> impl Strategy<Value = String> {
             prop_oneof![
                 Just("*".to_string()),
-                ("[a-c]{1,2}(:[a-c]{1,2}){0,3}", any::<bool>())
-                    .prop_map(|(s, w)| if w { format!("{s}:*") } else { s }),
+                ("[a-c]{1,2}(:[a-c]{1,2}){0,3}", any::<bool>()).prop_map(|(s, w)| if w {
+                    format!("{s}:*")
+                } else {
+                    s
+                }),
             ]
         }
 

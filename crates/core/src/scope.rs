@@ -28,15 +28,23 @@ impl Scope {
             let (ty, id) = (pair[0], pair[1]);
             if ty.is_empty()
                 || ty.len() > 64
-                || !ty.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+                || !ty
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
             {
                 return Err(ParseError::new(WHAT, s, "a type is 1-64 of a-z 0-9 _ -"));
             }
             if id.is_empty()
                 || id.len() > 64
-                || !id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
             {
-                return Err(ParseError::new(WHAT, s, "an id is 1-64 of A-Z a-z 0-9 _ . -"));
+                return Err(ParseError::new(
+                    WHAT,
+                    s,
+                    "an id is 1-64 of A-Z a-z 0-9 _ . -",
+                ));
             }
         }
         Ok(Scope(Arc::from(s)))
@@ -106,10 +114,27 @@ mod tests {
         for g in good {
             assert!(Scope::parse(g).is_ok(), "{g}");
         }
-        let deep8 = (0..8).map(|i| format!("t/{i}")).collect::<Vec<_>>().join("/");
+        let deep8 = (0..8)
+            .map(|i| format!("t/{i}"))
+            .collect::<Vec<_>>()
+            .join("/");
         assert!(Scope::parse(&deep8).is_ok());
-        let deep9 = (0..9).map(|i| format!("t/{i}")).collect::<Vec<_>>().join("/");
-        let bad = ["", "org", "org/", "/acme", "org/acme/", "Org/acme", "org/ac me", "org//acme", "org/acme/x", &deep9];
+        let deep9 = (0..9)
+            .map(|i| format!("t/{i}"))
+            .collect::<Vec<_>>()
+            .join("/");
+        let bad = [
+            "",
+            "org",
+            "org/",
+            "/acme",
+            "org/acme/",
+            "Org/acme",
+            "org/ac me",
+            "org//acme",
+            "org/acme/x",
+            &deep9,
+        ];
         for b in bad {
             assert!(Scope::parse(b).is_err(), "{b}");
         }
@@ -124,9 +149,14 @@ mod tests {
         assert!(!s.covers("org/acmex"));
         assert!(!s.covers("org/acmex/project/7"));
         assert!(!s.covers("org"));
-        assert!(!Scope::parse("org/acme/project/7").unwrap().covers("org/acme"));
+        assert!(!Scope::parse("org/acme/project/7")
+            .unwrap()
+            .covers("org/acme"));
         let deep = Scope::parse("a/1/b/2/c/3").unwrap();
-        assert_eq!(deep.ancestors().collect::<Vec<_>>(), vec!["a/1/b/2/c/3", "a/1/b/2", "a/1"]);
+        assert_eq!(
+            deep.ancestors().collect::<Vec<_>>(),
+            vec!["a/1/b/2/c/3", "a/1/b/2", "a/1"]
+        );
     }
 
     mod props {

@@ -21,13 +21,21 @@ fn sc(s: &str) -> Scope {
 
 impl World {
     fn new() -> Self {
-        World { index: Index::new(), seq: 0 }
+        World {
+            index: Index::new(),
+            seq: 0,
+        }
     }
     fn apply(&mut self, kind: ChangeKind) -> Vec<String> {
         self.seq += 1;
         let mut v: Vec<String> = self
             .index
-            .apply(&Change { seq: self.seq, at: T0, actor: "test".into(), kind })
+            .apply(&Change {
+                seq: self.seq,
+                at: T0,
+                actor: "test".into(),
+                kind,
+            })
             .into_iter()
             .map(|u| u.to_string())
             .collect();
@@ -37,7 +45,13 @@ impl World {
     fn user(&mut self, name: &str) {
         self.apply(ChangeKind::UserCreated { user: u(name) });
     }
-    fn grant(&mut self, user: &str, perm: &str, scope: Option<&str>, expires_at: Option<Timestamp>) -> u64 {
+    fn grant(
+        &mut self,
+        user: &str,
+        perm: &str,
+        scope: Option<&str>,
+        expires_at: Option<Timestamp>,
+    ) -> u64 {
         let id = self.seq + 1;
         self.apply(ChangeKind::GrantAdded(Grant {
             id,
@@ -57,7 +71,13 @@ impl World {
             description: String::new(),
         })
     }
-    fn bind(&mut self, user: &str, role: &str, scope: Option<&str>, expires_at: Option<Timestamp>) -> u64 {
+    fn bind(
+        &mut self,
+        user: &str,
+        role: &str,
+        scope: Option<&str>,
+        expires_at: Option<Timestamp>,
+    ) -> u64 {
         let id = self.seq + 1;
         self.apply(ChangeKind::BindingAdded(Binding {
             id,
@@ -84,9 +104,15 @@ fn grants_match_with_scope_ancestry_and_wildcards() {
     assert!(w.can("alice", "invoice:approve", Some("org/acme")));
     assert!(w.can("alice", "invoice:line:edit", Some("org/acme/project/7")));
     assert!(!w.can("alice", "invoice:approve", Some("org/other")));
-    assert!(!w.can("alice", "invoice:approve", None), "a scoped grant does not answer a global check");
+    assert!(
+        !w.can("alice", "invoice:approve", None),
+        "a scoped grant does not answer a global check"
+    );
     assert!(w.can("alice", "report:read", None));
-    assert!(w.can("alice", "report:read", Some("org/x/project/1")), "a global grant applies everywhere");
+    assert!(
+        w.can("alice", "report:read", Some("org/x/project/1")),
+        "a global grant applies everywhere"
+    );
     assert!(!w.can("alice", "report:write", None));
     assert!(!w.can("bob", "report:read", None));
     assert!(w.index.can_anywhere("alice", "invoice:approve", T0));
@@ -135,13 +161,21 @@ fn a_role_edit_raises_exactly_its_members() {
     w.bind("bob", "editor", Some("project/1"), None);
     w.bind("carol", "viewer", None, None);
     let before_carol = w.index.revision("carol");
-    assert_eq!(w.role("editor", &["doc:edit", "doc:publish"]), vec!["alice", "bob"]);
+    assert_eq!(
+        w.role("editor", &["doc:edit", "doc:publish"]),
+        vec!["alice", "bob"]
+    );
     assert_eq!(w.index.revision("alice"), w.seq);
     assert_eq!(w.index.revision("bob"), w.seq);
     assert_eq!(w.index.revision("carol"), before_carol);
     assert!(w.can("alice", "doc:publish", None));
     // Deleting the role removes its bindings and touches only its members.
-    assert_eq!(w.apply(ChangeKind::RoleDeleted { role: RoleName::parse("editor").unwrap() }), vec!["alice", "bob"]);
+    assert_eq!(
+        w.apply(ChangeKind::RoleDeleted {
+            role: RoleName::parse("editor").unwrap()
+        }),
+        vec!["alice", "bob"]
+    );
     assert!(!w.can("alice", "doc:edit", None));
     assert!(w.index.bindings("alice").is_empty());
     assert_eq!(w.index.revision("carol"), before_carol);
@@ -153,7 +187,13 @@ fn a_grant_raises_only_its_user_and_revisions_never_decrease() {
     w.user("alice");
     w.user("bob");
     let bob = w.index.revision("bob");
-    assert_eq!(w.apply(ChangeKind::Invalidated { users: vec![u("alice")], reason: None }), vec!["alice"]);
+    assert_eq!(
+        w.apply(ChangeKind::Invalidated {
+            users: vec![u("alice")],
+            reason: None
+        }),
+        vec!["alice"]
+    );
     let id = w.grant("alice", "x:y", None, None);
     assert_eq!(w.index.revision("alice"), id);
     assert_eq!(w.index.revision("bob"), bob);
@@ -163,9 +203,17 @@ fn a_grant_raises_only_its_user_and_revisions_never_decrease() {
     assert!(!w.can("alice", "x:y", None));
     w.user("alice");
     assert!(w.index.revision("alice") > deleted_at);
-    assert!(!w.can("alice", "x:y", None), "a recreated user starts empty");
+    assert!(
+        !w.can("alice", "x:y", None),
+        "a recreated user starts empty"
+    );
     // A change applied twice, or out of order, changes nothing.
-    let old = Change { seq: 1, at: T0, actor: "t".into(), kind: ChangeKind::UserDeleted { user: u("bob") } };
+    let old = Change {
+        seq: 1,
+        at: T0,
+        actor: "t".into(),
+        kind: ChangeKind::UserDeleted { user: u("bob") },
+    };
     assert!(w.index.apply(&old).is_empty());
     assert!(w.index.user_exists("bob"));
 }
@@ -175,13 +223,21 @@ fn snapshot_merges_sources() {
     let mut w = World::new();
     w.user("alice");
     w.role("editor", &["doc:edit"]);
-    w.grant("alice", "doc:edit", Some("project/7"), Some(T0.plus_millis(100)));
+    w.grant(
+        "alice",
+        "doc:edit",
+        Some("project/7"),
+        Some(T0.plus_millis(100)),
+    );
     w.bind("alice", "editor", Some("project/7"), None);
     let snap = w.index.snapshot(&u("alice"), T0);
     assert_eq!(snap.permissions.len(), 1);
     let e = &snap.permissions[0];
     assert_eq!(e.expires_at, None, "one source never expires");
-    assert_eq!(e.via, vec![Via::Direct, Via::Role(RoleName::parse("editor").unwrap())]);
+    assert_eq!(
+        e.via,
+        vec![Via::Direct, Via::Role(RoleName::parse("editor").unwrap())]
+    );
     assert_eq!(snap.roles.len(), 1);
     assert_eq!(snap.revision, w.seq);
 }
@@ -202,17 +258,123 @@ fn delegation_cannot_escalate() {
     let (acme, proj, other) = (sc("org/acme"), sc("org/acme/project/1"), sc("org/other"));
     let editor = RoleName::parse("editor").unwrap();
     let sup = RoleName::parse("super").unwrap();
-    let check = |actor: &str, target: &str, a: AdminAction<'_>| authorize_change(&w.index, actor, target, a, T0).is_ok();
+    let check = |actor: &str, target: &str, a: AdminAction<'_>| {
+        authorize_change(&w.index, actor, target, a, T0).is_ok()
+    };
     use AdminAction::*;
-    assert!(check("root", "root", Grant { permission: &admin, scope: None }), "admins may do anything");
-    assert!(check("lead", "dev", Grant { permission: &edit, scope: Some(&acme) }));
-    assert!(check("lead", "dev", Grant { permission: &edit, scope: Some(&proj) }), "a sub-scope is within the scope");
-    assert!(!check("lead", "dev", Grant { permission: &edit, scope: Some(&other) }), "outside the delegated scope");
-    assert!(!check("lead", "dev", Grant { permission: &edit, scope: None }), "global is wider than the delegated scope");
-    assert!(!check("lead", "dev", Grant { permission: &star, scope: Some(&acme) }), "a wildcard wider than held");
-    assert!(!check("lead", "dev", Grant { permission: &admin, scope: Some(&acme) }), "permsync permissions");
-    assert!(!check("lead", "lead", Grant { permission: &edit, scope: Some(&acme) }), "one's own grants");
-    assert!(check("lead", "dev", Bind { role: &editor, scope: Some(&acme) }));
-    assert!(!check("lead", "dev", Bind { role: &sup, scope: Some(&acme) }), "a role with more than the delegator holds");
-    assert!(!check("dev", "lead", Grant { permission: &edit, scope: Some(&acme) }), "no delegate permission");
+    assert!(
+        check(
+            "root",
+            "root",
+            Grant {
+                permission: &admin,
+                scope: None
+            }
+        ),
+        "admins may do anything"
+    );
+    assert!(check(
+        "lead",
+        "dev",
+        Grant {
+            permission: &edit,
+            scope: Some(&acme)
+        }
+    ));
+    assert!(
+        check(
+            "lead",
+            "dev",
+            Grant {
+                permission: &edit,
+                scope: Some(&proj)
+            }
+        ),
+        "a sub-scope is within the scope"
+    );
+    assert!(
+        !check(
+            "lead",
+            "dev",
+            Grant {
+                permission: &edit,
+                scope: Some(&other)
+            }
+        ),
+        "outside the delegated scope"
+    );
+    assert!(
+        !check(
+            "lead",
+            "dev",
+            Grant {
+                permission: &edit,
+                scope: None
+            }
+        ),
+        "global is wider than the delegated scope"
+    );
+    assert!(
+        !check(
+            "lead",
+            "dev",
+            Grant {
+                permission: &star,
+                scope: Some(&acme)
+            }
+        ),
+        "a wildcard wider than held"
+    );
+    assert!(
+        !check(
+            "lead",
+            "dev",
+            Grant {
+                permission: &admin,
+                scope: Some(&acme)
+            }
+        ),
+        "permsync permissions"
+    );
+    assert!(
+        !check(
+            "lead",
+            "lead",
+            Grant {
+                permission: &edit,
+                scope: Some(&acme)
+            }
+        ),
+        "one's own grants"
+    );
+    assert!(check(
+        "lead",
+        "dev",
+        Bind {
+            role: &editor,
+            scope: Some(&acme)
+        }
+    ));
+    assert!(
+        !check(
+            "lead",
+            "dev",
+            Bind {
+                role: &sup,
+                scope: Some(&acme)
+            }
+        ),
+        "a role with more than the delegator holds"
+    );
+    assert!(
+        !check(
+            "dev",
+            "lead",
+            Grant {
+                permission: &edit,
+                scope: Some(&acme)
+            }
+        ),
+        "no delegate permission"
+    );
 }

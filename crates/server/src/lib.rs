@@ -12,9 +12,10 @@ mod limits;
 pub mod metrics;
 pub mod push;
 pub mod state;
-mod tail;
 pub mod tabs;
+mod tail;
 pub mod time;
+mod token_cache;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -68,7 +69,10 @@ pub async fn run_router(
         })
         .await;
     if !state.open_streams.wait_all_closed(STREAM_DRAIN).await {
-        tracing::warn!(open = state.open_streams.total(), "event streams still open at shutdown");
+        tracing::warn!(
+            open = state.open_streams.total(),
+            "event streams still open at shutdown"
+        );
     }
     background.abort();
     result

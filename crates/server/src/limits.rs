@@ -33,7 +33,9 @@ impl Limits {
     /// `Err(seconds to wait)` when this address has used its share.
     pub fn check_public(&self, addr: IpAddr) -> Result<(), u64> {
         self.public.check_key(&addr).map_err(|not_until| {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
             wait.as_secs().max(1)
         })
     }
@@ -68,6 +70,9 @@ impl Limits {
     }
 
     pub fn clear_login_failures(&self, key: &str) {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 }

@@ -37,11 +37,23 @@ impl Metrics {
         registry.register("http_requests", "HTTP requests answered", requests.clone());
         // 50 µs .. ~3 s
         let request_seconds = Histogram::new(exponential_buckets(0.00005, 2.0, 17));
-        registry.register("http_request_duration_seconds", "Time to answer an HTTP request", request_seconds.clone());
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request",
+            request_seconds.clone(),
+        );
         let open_streams = Family::<TransportLabels, Gauge>::default();
-        registry.register("open_streams", "Open event streams by transport", open_streams.clone());
+        registry.register(
+            "open_streams",
+            "Open event streams by transport",
+            open_streams.clone(),
+        );
         let events_sent = Counter::default();
-        registry.register("events_sent", "Events written to streams", events_sent.clone());
+        registry.register(
+            "events_sent",
+            "Events written to streams",
+            events_sent.clone(),
+        );
         // 100 µs .. ~6.5 s
         let push_latency_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 17));
         registry.register(
@@ -50,9 +62,17 @@ impl Metrics {
             push_latency_seconds.clone(),
         );
         let changes_applied = Counter::default();
-        registry.register("changes_applied", "Changelog entries applied to the index", changes_applied.clone());
+        registry.register(
+            "changes_applied",
+            "Changelog entries applied to the index",
+            changes_applied.clone(),
+        );
         let applied_seq = Gauge::default();
-        registry.register("applied_seq", "The seq of the last change applied", applied_seq.clone());
+        registry.register(
+            "applied_seq",
+            "The seq of the last change applied",
+            applied_seq.clone(),
+        );
         Metrics {
             registry,
             requests,

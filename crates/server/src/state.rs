@@ -26,6 +26,8 @@ pub struct Inner {
     /// never across an await.
     pub index: RwLock<Index>,
     pub tokens: Tokens,
+    /// Tokens whose signature was checked recently.
+    pub(crate) verified_tokens: crate::token_cache::VerifiedTokens,
     pub config: ServerConfig,
     pub metrics: Metrics,
     pub limits: Limits,
@@ -58,12 +60,24 @@ impl AppState {
     /// Loads the index from the store and makes sure a signing key exists.
     pub async fn open(store: Arc<dyn Store>, config: ServerConfig) -> anyhow::Result<AppState> {
         let keys = ensure_signing_key(store.as_ref()).await?;
-        let tokens = Tokens::new(keys, config.issuer.clone(), config.audience.clone(), config.external_issuers.clone())
-            .context("configuring token verification")?;
-        let index = store.load().await.context("loading permissions from the store")?.into_index();
+        let tokens = Tokens::new(
+            keys,
+            config.issuer.clone(),
+            config.audience.clone(),
+            config.external_issuers.clone(),
+        )
+        .context("configuring token verification")?;
+        let index = store
+            .load()
+            .await
+            .context("loading permissions from the store")?
+            .into_index();
         let applied_seq = index.applied_seq();
         let since = now().plus_millis(-(config.access_token_ttl.as_millis() as i64) - 60_000);
-        let ended = store.ended_sessions(since).await.context("loading ended sessions")?;
+        let ended = store
+            .ended_sessions(since)
+            .await
+            .context("loading ended sessions")?;
         let metrics = Metrics::new();
         metrics.applied_seq.set(applied_seq as i64);
         let tickets = Tickets::new(config.stream_ticket_ttl);
@@ -72,6 +86,7 @@ impl AppState {
             store,
             index: RwLock::new(index),
             tokens,
+            verified_tokens: Default::default(),
             limits: Limits::new(&config),
             config,
             metrics,
@@ -113,11 +128,19 @@ pub async fn ensure_signing_key(store: &dyn Store) -> anyhow::Result<Vec<KeyMate
             created_at: now(),
             retired_at: None,
         };
-        store.add_signing_key(&stored).await.context("storing a new signing key")?;
+        store
+            .add_signing_key(&stored)
+            .await
+            .context("storing a new signing key")?;
         keys = store.signing_keys().await.context("reading signing keys")?;
     }
     Ok(keys
         .into_iter()
-        .map(|k| KeyMaterial { kid: k.kid, private_der: k.private_der, public: k.public, retired: k.retired_at.is_some() })
+        .map(|k| KeyMaterial {
+            kid: k.kid,
+            private_der: k.private_der,
+            public: k.public,
+            retired: k.retired_at.is_some(),
+        })
         .collect())
 }

@@ -27,8 +27,16 @@ impl AppState {
                     let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
                     index.apply(change)
                 };
-                if let ChangeKind::SessionsEnded { user, sessions, reason } = &change.kind {
-                    self.ended_sessions.write().unwrap_or_else(|e| e.into_inner()).extend(sessions.iter().cloned());
+                if let ChangeKind::SessionsEnded {
+                    user,
+                    sessions,
+                    reason,
+                } = &change.kind
+                {
+                    self.ended_sessions
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .extend(sessions.iter().cloned());
                     self.hub.end_sessions(user, sessions, *reason);
                 }
                 if !affected.is_empty() {
@@ -47,7 +55,8 @@ impl AppState {
     /// until shutdown. Expiries that passed while the server was down are handled
     /// on the first round.
     pub async fn run_background(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(self.config.tail_interval.min(Duration::from_millis(500)));
+        let mut tick =
+            tokio::time::interval(self.config.tail_interval.min(Duration::from_millis(500)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

@@ -378,7 +378,7 @@ export function RolesView({ store }: { store: ConsoleStore }) {
   const save = async (e: FormEvent) => {
     e.preventDefault()
     const permissions = draft.permissions.split(/[\s,]+/).filter(Boolean)
-    const name = (editing ?? draft.name).trim()
+    const name = (editing || draft.name).trim()
     if (await run(() => a.putRole(name, permissions, draft.description), <>Role {name} saved.</>)) setEditing(null)
   }
   const form = (

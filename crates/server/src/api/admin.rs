@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use permsync_core::{authorize_change, builtin, AdminAction, Permission, RoleName, Scope, Timestamp, UserId};
+use permsync_core::{
+    authorize_change, builtin, AdminAction, Permission, RoleName, Scope, Timestamp, UserId,
+};
 use permsync_store::{Added, NewBinding, NewGrant};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -30,7 +32,9 @@ impl AppState {
     fn holds_any(&self, caller: &Caller, permissions: &[&str]) -> bool {
         let now = self.now();
         let index = self.index();
-        permissions.iter().any(|p| index.can(caller.user.as_str(), p, None, now))
+        permissions
+            .iter()
+            .any(|p| index.can(caller.user.as_str(), p, None, now))
     }
 
     fn require_any(&self, caller: &Caller, permissions: &[&str]) -> ApiResult<()> {
@@ -41,9 +45,20 @@ impl AppState {
         }
     }
 
-    fn require_delegation(&self, caller: &Caller, target: &UserId, action: AdminAction<'_>) -> ApiResult<()> {
-        authorize_change(&self.index(), caller.user.as_str(), target.as_str(), action, self.now())
-            .map_err(|d| ApiError::forbidden(d.0))
+    fn require_delegation(
+        &self,
+        caller: &Caller,
+        target: &UserId,
+        action: AdminAction<'_>,
+    ) -> ApiResult<()> {
+        authorize_change(
+            &self.index(),
+            caller.user.as_str(),
+            target.as_str(),
+            action,
+            self.now(),
+        )
+        .map_err(|d| ApiError::forbidden(d.0))
     }
 
     fn require_existing_user(&self, user: &UserId) -> ApiResult<()> {
@@ -61,7 +76,8 @@ fn parse_optional_scope(s: Option<&str>) -> ApiResult<Option<Scope>> {
 
 fn parse_expiry(s: Option<&str>, now: Timestamp) -> ApiResult<Option<Timestamp>> {
     let Some(s) = s else { return Ok(None) };
-    let t = parse_rfc3339(s).ok_or_else(|| ApiError::invalid(format!("expires_at {s:?} is not an RFC 3339 time")))?;
+    let t = parse_rfc3339(s)
+        .ok_or_else(|| ApiError::invalid(format!("expires_at {s:?} is not an RFC 3339 time")))?;
     if t <= now {
         return Err(ApiError::invalid("expires_at must be in the future"));
     }
@@ -71,7 +87,9 @@ fn parse_expiry(s: Option<&str>, now: Timestamp) -> ApiResult<Option<Timestamp>>
 fn check_limit(limit: Option<u32>) -> ApiResult<u32> {
     match limit.unwrap_or(100) {
         0 => Err(ApiError::invalid("limit must be at least 1")),
-        l if l > MAX_LIMIT => Err(ApiError::invalid(format!("limit must be at most {MAX_LIMIT}"))),
+        l if l > MAX_LIMIT => Err(ApiError::invalid(format!(
+            "limit must be at most {MAX_LIMIT}"
+        ))),
         l => Ok(l),
     }
 }
@@ -92,14 +110,26 @@ pub async fn create_user(
             return Err(ApiError::invalid("a password is 1 to 1024 bytes"));
         }
         Some(pw) => Some(
-            tokio::task::spawn_blocking(move || permsync_auth::hash_password(&pw)).await.map_err(ApiError::internal)?,
+            tokio::task::spawn_blocking(move || permsync_auth::hash_password(&pw))
+                .await
+                .map_err(ApiError::internal)?,
         ),
         None => None,
     };
-    let change = state.store.create_user(caller.user.as_str(), &user, hash.as_deref(), state.now()).await?;
+    let change = state
+        .store
+        .create_user(caller.user.as_str(), &user, hash.as_deref(), state.now())
+        .await?;
     state.catch_up().await?;
     let revision = state.revision(user.as_str());
-    Ok((StatusCode::CREATED, Json(dto::CreatedUser { user: user.to_string(), revision, seq: change.seq })))
+    Ok((
+        StatusCode::CREATED,
+        Json(dto::CreatedUser {
+            user: user.to_string(),
+            revision,
+            seq: change.seq,
+        }),
+    ))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -121,15 +151,28 @@ pub async fn list_users(
     caller: Caller,
     ApiQuery(q): ApiQuery<ListUsersQuery>,
 ) -> ApiResult<Json<dto::UserList>> {
-    state.require_any(&caller, &[builtin::ADMIN, builtin::AUDIT, builtin::DELEGATE])?;
+    state.require_any(
+        &caller,
+        &[builtin::ADMIN, builtin::AUDIT, builtin::DELEGATE],
+    )?;
     let limit = check_limit(q.limit)?;
     let prefix = q.prefix.unwrap_or_default();
     if prefix.len() > 128 {
         return Err(ApiError::invalid("prefix is longer than 128 characters"));
     }
-    let page = state.store.list_users(&prefix, limit, q.cursor.as_deref()).await?;
+    let page = state
+        .store
+        .list_users(&prefix, limit, q.cursor.as_deref())
+        .await?;
     Ok(Json(dto::UserList {
-        users: page.users.into_iter().map(|(u, revision)| dto::UserSummary { user: u.to_string(), revision }).collect(),
+        users: page
+            .users
+            .into_iter()
+            .map(|(u, revision)| dto::UserSummary {
+                user: u.to_string(),
+                revision,
+            })
+            .collect(),
         next_cursor: page.next_cursor,
     }))
 }
@@ -145,22 +188,36 @@ pub async fn get_user(
 ) -> ApiResult<Json<dto::UserDetail>> {
     let user = UserId::parse(&user)?;
     if user != caller.user {
-        state.require_any(&caller, &[builtin::ADMIN, builtin::AUDIT, builtin::DELEGATE])?;
+        state.require_any(
+            &caller,
+            &[builtin::ADMIN, builtin::AUDIT, builtin::DELEGATE],
+        )?;
     }
     state.require_existing_user(&user)?;
     let now = state.now();
     let index = state.index();
-    Ok(Json(dto::UserDetail::new(&index.snapshot(&user, now), index.grants(user.as_str()), index.bindings(user.as_str()))))
+    Ok(Json(dto::UserDetail::new(
+        &index.snapshot(&user, now),
+        index.grants(user.as_str()),
+        index.bindings(user.as_str()),
+    )))
 }
 
 /// Deletes a user and everything they hold; ends their sessions.
 #[utoipa::path(delete, path = "/v1/users/{user}", tag = "admin", params(("user" = String, Path)),
     responses((status = 200, body = dto::Seq), (status = 404, body = super::error::Problem)),
     security(("bearer" = [])))]
-pub async fn delete_user(State(state): State<AppState>, caller: Caller, ApiPath(user): ApiPath<String>) -> ApiResult<Json<dto::Seq>> {
+pub async fn delete_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(user): ApiPath<String>,
+) -> ApiResult<Json<dto::Seq>> {
     state.require_any(&caller, &[builtin::ADMIN])?;
     let user = UserId::parse(&user)?;
-    let changes = state.store.delete_user(caller.user.as_str(), &user, state.now()).await?;
+    let changes = state
+        .store
+        .delete_user(caller.user.as_str(), &user, state.now())
+        .await?;
     state.catch_up().await?;
     let seq = changes.iter().map(|c| c.seq).max().unwrap_or_default();
     Ok(Json(dto::Seq { seq }))
@@ -182,9 +239,28 @@ pub async fn add_grant(
     let scope = parse_optional_scope(req.scope.as_deref())?;
     let now = state.now();
     let expires_at = parse_expiry(req.expires_at.as_deref(), now)?;
-    state.require_delegation(&caller, &user, AdminAction::Grant { permission: &permission, scope: scope.as_ref() })?;
+    state.require_delegation(
+        &caller,
+        &user,
+        AdminAction::Grant {
+            permission: &permission,
+            scope: scope.as_ref(),
+        },
+    )?;
     state.require_existing_user(&user)?;
-    let added = state.store.add_grant(caller.user.as_str(), NewGrant { user: user.clone(), permission, scope, expires_at }, now).await?;
+    let added = state
+        .store
+        .add_grant(
+            caller.user.as_str(),
+            NewGrant {
+                user: user.clone(),
+                permission,
+                scope,
+                expires_at,
+            },
+            now,
+        )
+        .await?;
     let (status, grant, seq) = match added {
         Added::Created(g, change) => {
             state.catch_up().await?;
@@ -193,7 +269,14 @@ pub async fn add_grant(
         Added::Existing(g) => (StatusCode::OK, g.clone(), g.id),
     };
     let revision = state.revision(user.as_str());
-    Ok((status, Json(dto::GrantCreated { grant: dto::Grant::from(&grant), seq, revision })))
+    Ok((
+        status,
+        Json(dto::GrantCreated {
+            grant: dto::Grant::from(&grant),
+            seq,
+            revision,
+        }),
+    ))
 }
 
 /// Removes a direct grant.
@@ -206,14 +289,34 @@ pub async fn remove_grant(
     ApiPath((user, id)): ApiPath<(String, u64)>,
 ) -> ApiResult<Json<dto::Removed>> {
     let user = UserId::parse(&user)?;
-    let grant = state.index().grants(user.as_str()).iter().find(|g| g.id == id).cloned();
+    let grant = state
+        .index()
+        .grants(user.as_str())
+        .iter()
+        .find(|g| g.id == id)
+        .cloned();
     let Some(grant) = grant else {
-        return Err(ApiError::not_found(format!("grant {id} of user {user} not found")));
+        return Err(ApiError::not_found(format!(
+            "grant {id} of user {user} not found"
+        )));
     };
-    state.require_delegation(&caller, &user, AdminAction::Grant { permission: &grant.permission, scope: grant.scope.as_ref() })?;
-    let change = state.store.remove_grant(caller.user.as_str(), &user, id, state.now()).await?;
+    state.require_delegation(
+        &caller,
+        &user,
+        AdminAction::Grant {
+            permission: &grant.permission,
+            scope: grant.scope.as_ref(),
+        },
+    )?;
+    let change = state
+        .store
+        .remove_grant(caller.user.as_str(), &user, id, state.now())
+        .await?;
     state.catch_up().await?;
-    Ok(Json(dto::Removed { seq: change.seq, revision: state.revision(user.as_str()) }))
+    Ok(Json(dto::Removed {
+        seq: change.seq,
+        revision: state.revision(user.as_str()),
+    }))
 }
 
 /// Binds a user to a role, optionally at a scope and until a time.
@@ -235,10 +338,28 @@ pub async fn add_binding(
     if !state.index().role_exists(role.as_str()) {
         return Err(ApiError::not_found(format!("role {role} not found")));
     }
-    state.require_delegation(&caller, &user, AdminAction::Bind { role: &role, scope: scope.as_ref() })?;
+    state.require_delegation(
+        &caller,
+        &user,
+        AdminAction::Bind {
+            role: &role,
+            scope: scope.as_ref(),
+        },
+    )?;
     state.require_existing_user(&user)?;
-    let added =
-        state.store.add_binding(caller.user.as_str(), NewBinding { user: user.clone(), role, scope, expires_at }, now).await?;
+    let added = state
+        .store
+        .add_binding(
+            caller.user.as_str(),
+            NewBinding {
+                user: user.clone(),
+                role,
+                scope,
+                expires_at,
+            },
+            now,
+        )
+        .await?;
     let (status, binding, seq) = match added {
         Added::Created(b, change) => {
             state.catch_up().await?;
@@ -247,7 +368,14 @@ pub async fn add_binding(
         Added::Existing(b) => (StatusCode::OK, b.clone(), b.id),
     };
     let revision = state.revision(user.as_str());
-    Ok((status, Json(dto::BindingCreated { binding: dto::Binding::from(&binding), seq, revision })))
+    Ok((
+        status,
+        Json(dto::BindingCreated {
+            binding: dto::Binding::from(&binding),
+            seq,
+            revision,
+        }),
+    ))
 }
 
 /// Removes a role binding.
@@ -260,14 +388,34 @@ pub async fn remove_binding(
     ApiPath((user, id)): ApiPath<(String, u64)>,
 ) -> ApiResult<Json<dto::Removed>> {
     let user = UserId::parse(&user)?;
-    let binding = state.index().bindings(user.as_str()).iter().find(|b| b.id == id).cloned();
+    let binding = state
+        .index()
+        .bindings(user.as_str())
+        .iter()
+        .find(|b| b.id == id)
+        .cloned();
     let Some(binding) = binding else {
-        return Err(ApiError::not_found(format!("binding {id} of user {user} not found")));
+        return Err(ApiError::not_found(format!(
+            "binding {id} of user {user} not found"
+        )));
     };
-    state.require_delegation(&caller, &user, AdminAction::Bind { role: &binding.role, scope: binding.scope.as_ref() })?;
-    let change = state.store.remove_binding(caller.user.as_str(), &user, id, state.now()).await?;
+    state.require_delegation(
+        &caller,
+        &user,
+        AdminAction::Bind {
+            role: &binding.role,
+            scope: binding.scope.as_ref(),
+        },
+    )?;
+    let change = state
+        .store
+        .remove_binding(caller.user.as_str(), &user, id, state.now())
+        .await?;
     state.catch_up().await?;
-    Ok(Json(dto::Removed { seq: change.seq, revision: state.revision(user.as_str()) }))
+    Ok(Json(dto::Removed {
+        seq: change.seq,
+        revision: state.revision(user.as_str()),
+    }))
 }
 
 /// Ends every session of a user (admins, or the user themselves).
@@ -283,17 +431,28 @@ pub async fn revoke_sessions(
         state.require_any(&caller, &[builtin::ADMIN])?;
     }
     state.require_existing_user(&user)?;
-    let change = state.store.revoke_sessions(caller.user.as_str(), &user, state.now()).await?;
+    let change = state
+        .store
+        .revoke_sessions(caller.user.as_str(), &user, state.now())
+        .await?;
     if change.is_some() {
         state.catch_up().await?;
     }
-    Ok(Json(dto::SessionsRevoked { seq: change.map(|c| c.seq) }))
+    Ok(Json(dto::SessionsRevoked {
+        seq: change.map(|c| c.seq),
+    }))
 }
 
 /// Every role with its permissions and member count.
 #[utoipa::path(get, path = "/v1/roles", tag = "admin", responses((status = 200, body = dto::RoleList)), security(("bearer" = [])))]
-pub async fn list_roles(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<dto::RoleList>> {
-    state.require_any(&caller, &[builtin::ADMIN, builtin::AUDIT, builtin::DELEGATE])?;
+pub async fn list_roles(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<dto::RoleList>> {
+    state.require_any(
+        &caller,
+        &[builtin::ADMIN, builtin::AUDIT, builtin::DELEGATE],
+    )?;
     let roles = state
         .index()
         .roles()
@@ -320,28 +479,62 @@ pub async fn put_role(
     state.require_any(&caller, &[builtin::ADMIN])?;
     let role = RoleName::parse(&role)?;
     if req.permissions.len() > MAX_ROLE_PERMISSIONS {
-        return Err(ApiError::invalid(format!("a role holds at most {MAX_ROLE_PERMISSIONS} permissions")));
+        return Err(ApiError::invalid(format!(
+            "a role holds at most {MAX_ROLE_PERMISSIONS} permissions"
+        )));
     }
     let description = req.description.unwrap_or_default();
     if description.chars().count() > MAX_DESCRIPTION {
-        return Err(ApiError::invalid(format!("description is longer than {MAX_DESCRIPTION} characters")));
+        return Err(ApiError::invalid(format!(
+            "description is longer than {MAX_DESCRIPTION} characters"
+        )));
     }
-    let mut permissions = req.permissions.iter().map(|p| Permission::parse(p)).collect::<Result<Vec<_>, _>>()?;
+    let mut permissions = req
+        .permissions
+        .iter()
+        .map(|p| Permission::parse(p))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut seen = BTreeSet::new();
     permissions.retain(|p| seen.insert(p.clone()));
-    let (change, created) = state.store.set_role(caller.user.as_str(), &role, &permissions, &description, state.now()).await?;
+    let (change, created) = state
+        .store
+        .set_role(
+            caller.user.as_str(),
+            &role,
+            &permissions,
+            &description,
+            state.now(),
+        )
+        .await?;
     state.catch_up().await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(dto::RoleSaved { role: role.to_string(), seq: change.seq })))
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(dto::RoleSaved {
+            role: role.to_string(),
+            seq: change.seq,
+        }),
+    ))
 }
 
 /// Deletes a role and its bindings; bound users' revisions increase.
 #[utoipa::path(delete, path = "/v1/roles/{role}", tag = "admin", params(("role" = String, Path)),
     responses((status = 200, body = dto::Seq), (status = 404, body = super::error::Problem)), security(("bearer" = [])))]
-pub async fn delete_role(State(state): State<AppState>, caller: Caller, ApiPath(role): ApiPath<String>) -> ApiResult<Json<dto::Seq>> {
+pub async fn delete_role(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(role): ApiPath<String>,
+) -> ApiResult<Json<dto::Seq>> {
     state.require_any(&caller, &[builtin::ADMIN])?;
     let role = RoleName::parse(&role)?;
-    let change = state.store.delete_role(caller.user.as_str(), &role, state.now()).await?;
+    let change = state
+        .store
+        .delete_role(caller.user.as_str(), &role, state.now())
+        .await?;
     state.catch_up().await?;
     Ok(Json(dto::Seq { seq: change.seq }))
 }
@@ -357,18 +550,44 @@ pub async fn invalidate(
 ) -> ApiResult<Json<dto::Invalidated>> {
     state.require_any(&caller, &[builtin::ADMIN, builtin::INVALIDATE])?;
     if req.users.is_empty() || req.users.len() > MAX_INVALIDATE {
-        return Err(ApiError::invalid(format!("users lists 1 to {MAX_INVALIDATE} users")));
+        return Err(ApiError::invalid(format!(
+            "users lists 1 to {MAX_INVALIDATE} users"
+        )));
     }
-    if req.reason.as_ref().is_some_and(|r| r.chars().count() > MAX_DESCRIPTION) {
-        return Err(ApiError::invalid(format!("reason is longer than {MAX_DESCRIPTION} characters")));
+    if req
+        .reason
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > MAX_DESCRIPTION)
+    {
+        return Err(ApiError::invalid(format!(
+            "reason is longer than {MAX_DESCRIPTION} characters"
+        )));
     }
-    let users: BTreeSet<UserId> = req.users.iter().map(|u| UserId::parse(u)).collect::<Result<_, _>>()?;
+    let users: BTreeSet<UserId> = req
+        .users
+        .iter()
+        .map(|u| UserId::parse(u))
+        .collect::<Result<_, _>>()?;
     let users: Vec<UserId> = users.into_iter().collect();
-    let change = state.store.invalidate(caller.user.as_str(), &users, req.reason.as_deref(), state.now()).await?;
+    let change = state
+        .store
+        .invalidate(
+            caller.user.as_str(),
+            &users,
+            req.reason.as_deref(),
+            state.now(),
+        )
+        .await?;
     state.catch_up().await?;
     let index = state.index();
-    let revisions: BTreeMap<String, u64> = users.iter().map(|u| (u.to_string(), index.revision(u.as_str()))).collect();
-    Ok(Json(dto::Invalidated { seq: change.seq, revisions }))
+    let revisions: BTreeMap<String, u64> = users
+        .iter()
+        .map(|u| (u.to_string(), index.revision(u.as_str())))
+        .collect();
+    Ok(Json(dto::Invalidated {
+        seq: change.seq,
+        revisions,
+    }))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -393,5 +612,8 @@ pub async fn list_changes(
     let after = q.after.unwrap_or(0);
     let changes = state.store.changes_after(after, limit).await?;
     let next_after = changes.last().map_or(after, |c| c.seq);
-    Ok(Json(dto::ChangeList { changes: changes.iter().map(dto::ChangeRecord::from).collect(), next_after }))
+    Ok(Json(dto::ChangeList {
+        changes: changes.iter().map(dto::ChangeRecord::from).collect(),
+        next_after,
+    }))
 }

@@ -54,17 +54,28 @@ impl AppState {
 }
 
 fn bad_credentials() -> ApiError {
-    ApiError::new(Code::InvalidRequest, "invalid username or password").with_status(StatusCode::UNAUTHORIZED)
+    ApiError::new(Code::InvalidRequest, "invalid username or password")
+        .with_status(StatusCode::UNAUTHORIZED)
 }
 
 /// Exchanges a username and password for an access token and a refresh token.
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = TokenPair), (status = 401, body = super::error::Problem), (status = 429, body = super::error::Problem)))]
-pub async fn login(State(state): State<AppState>, ext: Extensions, ApiJson(req): ApiJson<LoginRequest>) -> ApiResult<axum::Json<TokenPair>> {
+pub async fn login(
+    State(state): State<AppState>,
+    ext: Extensions,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> ApiResult<axum::Json<TokenPair>> {
     let ip = client_ip(&ext).to_string();
-    let user_key = format!("user:{}", req.username.chars().take(128).collect::<String>());
+    let user_key = format!(
+        "user:{}",
+        req.username.chars().take(128).collect::<String>()
+    );
     let keys = [user_key.as_str(), ip.as_str()];
-    state.limits.check_login(&keys).map_err(ApiError::rate_limited)?;
+    state
+        .limits
+        .check_login(&keys)
+        .map_err(ApiError::rate_limited)?;
     let user = UserId::parse(&req.username).ok();
     let hash = match &user {
         Some(u) => state.store.password_hash(u).await?,
@@ -73,9 +84,11 @@ pub async fn login(State(state): State<AppState>, ext: Extensions, ApiJson(req):
     let password = req.password;
     // Argon2 is deliberately slow: keep it off the async workers. Unknown users
     // go through a dummy verification, so both failures take similar time.
-    let ok = tokio::task::spawn_blocking(move || permsync_auth::verify_password(hash.as_deref(), &password))
-        .await
-        .map_err(ApiError::internal)?;
+    let ok = tokio::task::spawn_blocking(move || {
+        permsync_auth::verify_password(hash.as_deref(), &password)
+    })
+    .await
+    .map_err(ApiError::internal)?;
     let Some(user) = user.filter(|_| ok) else {
         state.limits.record_login_failure(&keys);
         return Err(bad_credentials());
@@ -91,7 +104,8 @@ pub async fn login(State(state): State<AppState>, ext: Extensions, ApiJson(req):
                 id: sid.clone(),
                 user: user.clone(),
                 refresh_hash: sha256_hex(&refresh),
-                refresh_expires_at: now.plus_millis(state.config.refresh_token_ttl.as_millis() as i64),
+                refresh_expires_at: now
+                    .plus_millis(state.config.refresh_token_ttl.as_millis() as i64),
             },
             now,
         )
@@ -103,7 +117,10 @@ pub async fn login(State(state): State<AppState>, ext: Extensions, ApiJson(req):
 /// again revokes the whole session.
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
     responses((status = 200, body = TokenPair), (status = 401, body = super::error::Problem)))]
-pub async fn refresh(State(state): State<AppState>, ApiJson(req): ApiJson<RefreshRequest>) -> ApiResult<axum::Json<TokenPair>> {
+pub async fn refresh(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<RefreshRequest>,
+) -> ApiResult<axum::Json<TokenPair>> {
     let now = state.now();
     let next = random_token();
     let outcome = state
@@ -116,10 +133,14 @@ pub async fn refresh(State(state): State<AppState>, ApiJson(req): ApiJson<Refres
         )
         .await?;
     match outcome {
-        RefreshOutcome::Rotated { session, user } => Ok(axum::Json(state.token_pair(&user, &session, next))),
+        RefreshOutcome::Rotated { session, user } => {
+            Ok(axum::Json(state.token_pair(&user, &session, next)))
+        }
         RefreshOutcome::Reused { .. } => {
             state.catch_up().await?;
-            Err(ApiError::token("refresh token reused; the session is revoked"))
+            Err(ApiError::token(
+                "refresh token reused; the session is revoked",
+            ))
         }
         RefreshOutcome::Invalid => Err(ApiError::token("unknown or expired refresh token")),
     }
@@ -128,8 +149,18 @@ pub async fn refresh(State(state): State<AppState>, ApiJson(req): ApiJson<Refres
 /// Ends the session of a refresh token; its open event streams are told and closed.
 #[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", request_body = RefreshRequest,
     responses((status = 204, description = "The session is over (also when it already was)")))]
-pub async fn logout(State(state): State<AppState>, ApiJson(req): ApiJson<RefreshRequest>) -> ApiResult<Response> {
-    let ended = state.store.end_session_by_refresh(&sha256_hex(&req.refresh_token), SessionEnd::LoggedOut, state.now()).await?;
+pub async fn logout(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<RefreshRequest>,
+) -> ApiResult<Response> {
+    let ended = state
+        .store
+        .end_session_by_refresh(
+            &sha256_hex(&req.refresh_token),
+            SessionEnd::LoggedOut,
+            state.now(),
+        )
+        .await?;
     if ended.is_some() {
         state.catch_up().await?;
     }

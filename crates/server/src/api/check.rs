@@ -12,7 +12,13 @@ use crate::state::AppState;
 /// Most checks in one batch.
 pub const MAX_BATCH: usize = 1000;
 
-fn check_one(state: &AppState, caller: &Caller, req: &CheckRequest, now: Timestamp, may_check_others: bool) -> ApiResult<CheckResult> {
+fn check_one(
+    state: &AppState,
+    caller: &Caller,
+    req: &CheckRequest,
+    now: Timestamp,
+    may_check_others: bool,
+) -> ApiResult<CheckResult> {
     let user = UserId::parse(&req.user)?;
     Permission::parse(&req.permission)?;
     if let Some(s) = &req.scope {
@@ -30,14 +36,19 @@ fn check_one(state: &AppState, caller: &Caller, req: &CheckRequest, now: Timesta
 
 fn may_check_others(state: &AppState, caller: &Caller, now: Timestamp) -> bool {
     let index = state.index();
-    index.can(caller.user.as_str(), builtin::CHECK, None, now) || index.can(caller.user.as_str(), builtin::ADMIN, None, now)
+    index.can(caller.user.as_str(), builtin::CHECK, None, now)
+        || index.can(caller.user.as_str(), builtin::ADMIN, None, now)
 }
 
 /// Whether a user may do a permission at a scope.
 #[utoipa::path(post, path = "/v1/check", tag = "checks", request_body = CheckRequest,
     responses((status = 200, body = CheckResult), (status = 400, body = super::error::Problem), (status = 403, body = super::error::Problem)),
     security(("bearer" = [])))]
-pub async fn check(State(state): State<AppState>, caller: Caller, ApiJson(req): ApiJson<CheckRequest>) -> ApiResult<axum::Json<CheckResult>> {
+pub async fn check(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<CheckRequest>,
+) -> ApiResult<axum::Json<CheckResult>> {
     let now = state.now();
     let others = req.user != caller.user.as_str() && may_check_others(&state, &caller, now);
     check_one(&state, &caller, &req, now, others).map(axum::Json)
@@ -53,7 +64,9 @@ pub async fn check_batch(
     ApiJson(req): ApiJson<BatchCheckRequest>,
 ) -> ApiResult<axum::Json<BatchCheckResult>> {
     if req.checks.len() > MAX_BATCH {
-        return Err(ApiError::invalid(format!("at most {MAX_BATCH} checks per batch")));
+        return Err(ApiError::invalid(format!(
+            "at most {MAX_BATCH} checks per batch"
+        )));
     }
     let now = state.now();
     let others = may_check_others(&state, &caller, now);

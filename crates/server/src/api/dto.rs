@@ -198,7 +198,11 @@ pub struct UserDetail {
 }
 
 impl UserDetail {
-    pub fn new(snapshot: &core::Snapshot, grants: &[core::Grant], bindings: &[core::Binding]) -> Self {
+    pub fn new(
+        snapshot: &core::Snapshot,
+        grants: &[core::Grant],
+        bindings: &[core::Binding],
+    ) -> Self {
         UserDetail {
             user: snapshot.user.to_string(),
             revision: snapshot.revision,
@@ -346,7 +350,13 @@ impl From<&core::Change> for ChangeRecord {
                 r.scope = scope(&g.scope);
                 r.detail = Some(json!({"id": g.id, "expires_at": g.expires_at.map(rfc3339)}));
             }
-            K::GrantRemoved { user, id, permission, scope: s, .. } => {
+            K::GrantRemoved {
+                user,
+                id,
+                permission,
+                scope: s,
+                ..
+            } => {
                 r.user = Some(user.to_string());
                 r.permission = Some(permission.to_string());
                 r.scope = scope(s);
@@ -358,13 +368,23 @@ impl From<&core::Change> for ChangeRecord {
                 r.scope = scope(&b.scope);
                 r.detail = Some(json!({"id": b.id, "expires_at": b.expires_at.map(rfc3339)}));
             }
-            K::BindingRemoved { user, id, role, scope: s, .. } => {
+            K::BindingRemoved {
+                user,
+                id,
+                role,
+                scope: s,
+                ..
+            } => {
                 r.user = Some(user.to_string());
                 r.role = Some(role.to_string());
                 r.scope = scope(s);
                 r.detail = Some(json!({"id": id}));
             }
-            K::RoleSet { role, permissions, description } => {
+            K::RoleSet {
+                role,
+                permissions,
+                description,
+            } => {
                 r.role = Some(role.to_string());
                 let ps: Vec<&str> = permissions.iter().map(|p| p.as_str()).collect();
                 r.detail = Some(json!({"permissions": ps, "description": description}));
@@ -374,7 +394,11 @@ impl From<&core::Change> for ChangeRecord {
                 let us: Vec<&str> = users.iter().map(|u| u.as_str()).collect();
                 r.detail = Some(json!({"users": us, "reason": reason}));
             }
-            K::SessionsEnded { user, sessions, reason } => {
+            K::SessionsEnded {
+                user,
+                sessions,
+                reason,
+            } => {
                 r.user = Some(user.to_string());
                 r.detail = Some(json!({"sessions": sessions.len(), "reason": reason.as_str()}));
             }
@@ -463,7 +487,10 @@ impl TabInfo {
                     committed_at: a.committed_at.map(rfc3339),
                     // A change committed before the tab first reported did not
                     // travel to it: it was in the tab's first snapshot.
-                    after_ms: a.committed_at.filter(|c| *c >= t.opened_at).map(|c| (a.at.0 - c.0).max(0)),
+                    after_ms: a
+                        .committed_at
+                        .filter(|c| *c >= t.opened_at)
+                        .map(|c| (a.at.0 - c.0).max(0)),
                 })
                 .collect(),
         }

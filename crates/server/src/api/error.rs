@@ -82,7 +82,12 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(code: Code, detail: impl Into<String>) -> Self {
-        ApiError { code, detail: detail.into(), status: None, retry_after: None }
+        ApiError {
+            code,
+            detail: detail.into(),
+            status: None,
+            retry_after: None,
+        }
     }
     pub fn invalid(detail: impl Into<String>) -> Self {
         Self::new(Code::InvalidRequest, detail)
@@ -97,11 +102,17 @@ impl ApiError {
         Self::new(Code::InvalidToken, detail)
     }
     pub fn rate_limited(retry_after_secs: u64) -> Self {
-        ApiError { retry_after: Some(retry_after_secs.max(1)), ..Self::new(Code::RateLimited, "too many requests; retry later") }
+        ApiError {
+            retry_after: Some(retry_after_secs.max(1)),
+            ..Self::new(Code::RateLimited, "too many requests; retry later")
+        }
     }
     pub fn internal(err: impl std::fmt::Display) -> Self {
         tracing::error!(error = %err, "internal error");
-        Self::new(Code::Internal, "the server failed to answer; the failure was logged")
+        Self::new(
+            Code::Internal,
+            "the server failed to answer; the failure was logged",
+        )
     }
     pub fn with_status(mut self, status: StatusCode) -> Self {
         self.status = Some(status);
@@ -151,11 +162,23 @@ impl IntoResponse for ApiError {
         };
         let mut res = (status, axum::Json(problem)).into_response();
         let headers = res.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if status == StatusCode::UNAUTHORIZED {
-            let error = if self.code == Code::StaleToken { "permissions changed" } else { self.detail.as_str() };
-            let desc: String = error.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect();
-            let value = format!("Bearer realm=\"permsync\", error=\"invalid_token\", error_description=\"{desc}\"");
+            let error = if self.code == Code::StaleToken {
+                "permissions changed"
+            } else {
+                self.detail.as_str()
+            };
+            let desc: String = error
+                .chars()
+                .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+                .collect();
+            let value = format!(
+                "Bearer realm=\"permsync\", error=\"invalid_token\", error_description=\"{desc}\""
+            );
             if let Ok(v) = HeaderValue::from_str(&value) {
                 headers.insert(header::WWW_AUTHENTICATE, v);
             }

@@ -31,15 +31,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 fn json_rejection(r: JsonRejection) -> ApiError {
     let status = r.status();
     match status {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(Code::PayloadTooLarge, "the request body is over 64 KiB"),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(Code::PayloadTooLarge, "the request body is over 64 KiB")
+        }
         StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-            ApiError::invalid("expected a JSON body with Content-Type: application/json").with_status(status)
+            ApiError::invalid("expected a JSON body with Content-Type: application/json")
+                .with_status(status)
         }
         _ => {
             // serde's message names the field and the problem, without internals.
             let detail = match &r {
                 JsonRejection::JsonDataError(e) => format!("invalid JSON body: {}", source_text(e)),
-                JsonRejection::JsonSyntaxError(e) => format!("malformed JSON body: {}", source_text(e)),
+                JsonRejection::JsonSyntaxError(e) => {
+                    format!("malformed JSON body: {}", source_text(e))
+                }
                 _ => "unreadable request body".to_string(),
             };
             ApiError::invalid(detail)
@@ -66,9 +71,9 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(v)) => Ok(ApiPath(v)),
-            Err(PathRejection::FailedToDeserializePathParams(e)) => {
-                Err(ApiError::invalid(format!("bad path parameter: {}", e.body_text())))
-            }
+            Err(PathRejection::FailedToDeserializePathParams(e)) => Err(ApiError::invalid(
+                format!("bad path parameter: {}", e.body_text()),
+            )),
             Err(e) => Err(ApiError::invalid(e.body_text())),
         }
     }
@@ -83,9 +88,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
-            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
-                Err(ApiError::invalid(format!("bad query string: {}", source_text(&e))))
-            }
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => Err(ApiError::invalid(
+                format!("bad query string: {}", source_text(&e)),
+            )),
             Err(e) => Err(ApiError::invalid(e.body_text())),
         }
     }
@@ -106,10 +111,19 @@ pub struct Caller {
 
 /// Reads a Bearer token from the Authorization header.
 pub fn bearer(parts: &Parts) -> Result<&str, ApiError> {
-    let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| ApiError::token("missing bearer token"))?;
-    let value = value.to_str().map_err(|_| ApiError::token("malformed Authorization header"))?;
+    let value = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::token("missing bearer token"))?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::token("malformed Authorization header"))?;
     match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => Ok(token.trim()),
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim())
+        }
         _ => Err(ApiError::token("expected Authorization: Bearer <token>")),
     }
 }
@@ -117,11 +131,28 @@ pub fn bearer(parts: &Parts) -> Result<&str, ApiError> {
 impl AppState {
     /// Verifies an access token and applies the session and staleness rules.
     pub async fn authenticate(&self, token: &str) -> Result<Caller, ApiError> {
-        let now = self.now();
-        let v = self.tokens.verify(token, now.0 / 1000).await.map_err(|e| ApiError::token(e.description))?;
-        let user = UserId::parse(&v.sub).map_err(|_| ApiError::token("sub is not a valid user id"))?;
+        let now_secs = self.now().0 / 1000;
+        let v = match self.verified_tokens.get(token, now_secs) {
+            Some(v) => v,
+            None => {
+                let v = self
+                    .tokens
+                    .verify(token, now_secs)
+                    .await
+                    .map_err(|e| ApiError::token(e.description))?;
+                self.verified_tokens.insert(token, &v);
+                v
+            }
+        };
+        let user =
+            UserId::parse(&v.sub).map_err(|_| ApiError::token("sub is not a valid user id"))?;
         if let Some(sid) = &v.sid {
-            if self.ended_sessions.read().unwrap_or_else(|e| e.into_inner()).contains(sid) {
+            if self
+                .ended_sessions
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(sid)
+            {
                 return Err(ApiError::token("the session has ended"));
             }
         }
@@ -132,7 +163,11 @@ impl AppState {
                 }
             }
         }
-        Ok(Caller { user, sid: v.sid, exp: v.exp })
+        Ok(Caller {
+            user,
+            sid: v.sid,
+            exp: v.exp,
+        })
     }
 }
 

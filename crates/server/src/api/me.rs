@@ -29,7 +29,11 @@ fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
         (status = 401, body = super::error::Problem),
     ),
     security(("bearer" = [])))]
-pub async fn my_permissions(State(state): State<AppState>, caller: Caller, headers: HeaderMap) -> ApiResult<Response> {
+pub async fn my_permissions(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let now = state.now();
     let snapshot = state.index().snapshot(&caller.user, now);
     let etag = format!("\"{}\"", snapshot.revision);
@@ -37,5 +41,9 @@ pub async fn my_permissions(State(state): State<AppState>, caller: Caller, heade
     if etag_matches(&headers, &etag) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response());
     }
-    Ok(([(header::ETAG, etag_value)], axum::Json(MyPermissions::from(&snapshot))).into_response())
+    Ok((
+        [(header::ETAG, etag_value)],
+        axum::Json(MyPermissions::from(&snapshot)),
+    )
+        .into_response())
 }

@@ -50,7 +50,12 @@ impl Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
     }
 }
@@ -84,7 +89,9 @@ fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(tabs::ack))
         .routes(routes!(tabs::user_tabs));
     let (public, public_api) = public.split_for_parts();
-    let (authenticated, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(authenticated).split_for_parts();
+    let (authenticated, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(authenticated)
+        .split_for_parts();
     api.merge(public_api);
     (authenticated, public.merge(ops::routes()), api)
 }
@@ -99,16 +106,26 @@ pub fn app(state: AppState) -> Router {
     let (authenticated, public, api) = routes();
     let api = Arc::new(api.to_json().unwrap_or_default());
     let public = public
-        .route("/openapi.json", axum::routing::get(move || ops::openapi_json(api.clone())))
-        .route_layer(middleware::from_fn_with_state(state.clone(), rate_limit_public));
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || ops::openapi_json(api.clone())),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit_public,
+        ));
     let mut router = authenticated
         .merge(public)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
-            ApiError::invalid("method not allowed on this endpoint").with_status(StatusCode::METHOD_NOT_ALLOWED)
+            ApiError::invalid("method not allowed on this endpoint")
+                .with_status(StatusCode::METHOD_NOT_ALLOWED)
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(middleware::from_fn_with_state(state.clone(), stamp_revision))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            stamp_revision,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), observe));
     if let Some(cors) = cors(&state.config.cors_origins) {
         router = router.layer(cors);
@@ -136,9 +153,18 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
             HeaderName::from_static("last-event-id"),
             HeaderName::from_static("x-requested-with"),
         ])
-        .expose_headers([PERMISSIONS_REVISION, header::ETAG, header::RETRY_AFTER, header::WWW_AUTHENTICATE])
+        .expose_headers([
+            PERMISSIONS_REVISION,
+            header::ETAG,
+            header::RETRY_AFTER,
+            header::WWW_AUTHENTICATE,
+        ])
         .max_age(std::time::Duration::from_secs(600));
-    Some(if any { layer } else { layer.allow_credentials(true) })
+    Some(if any {
+        layer
+    } else {
+        layer.allow_credentials(true)
+    })
 }
 
 /// Stamps `Permissions-Revision` (the caller's revision as of the response) and
@@ -160,8 +186,18 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     let started = Instant::now();
     let method = req.method().as_str().to_owned();
     let res = next.run(req).await;
-    state.metrics.request_seconds.observe(started.elapsed().as_secs_f64());
-    state.metrics.requests.get_or_create(&RequestLabels { method, status: res.status().as_u16() }).inc();
+    state
+        .metrics
+        .request_seconds
+        .observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            method,
+            status: res.status().as_u16(),
+        })
+        .inc();
     res
 }
 

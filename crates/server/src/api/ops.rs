@@ -40,22 +40,34 @@ async fn readyz(State(state): State<AppState>) -> Response {
             _ => return unavailable("catching up with the changelog"),
         }
     }
-    axum::Json(serde_json::json!({"status": "ready", "applied_seq": state.index().applied_seq()})).into_response()
+    axum::Json(serde_json::json!({"status": "ready", "applied_seq": state.index().applied_seq()}))
+        .into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.encode(),
     )
         .into_response()
 }
 
 async fn jwks(State(state): State<AppState>) -> Response {
-    ([(header::CACHE_CONTROL, "public, max-age=300")], axum::Json(state.tokens.jwks())).into_response()
+    (
+        [(header::CACHE_CONTROL, "public, max-age=300")],
+        axum::Json(state.tokens.jwks()),
+    )
+        .into_response()
 }
 
 pub async fn openapi_json(doc: Arc<String>) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], doc.as_str().to_owned()).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        doc.as_str().to_owned(),
+    )
+        .into_response()
 }

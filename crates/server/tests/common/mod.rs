@@ -28,7 +28,10 @@ pub struct Reply {
 
 impl Reply {
     pub fn revision_header(&self) -> Option<u64> {
-        self.headers.get("permissions-revision").and_then(|v| v.to_str().ok()).and_then(|s| s.parse().ok())
+        self.headers
+            .get("permissions-revision")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse().ok())
     }
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
@@ -58,7 +61,15 @@ impl TestServer {
 
     pub async fn user(&self, name: &str) {
         let hash = permsync_auth::hash_password(&format!("{name}-password"));
-        self.store.create_user("test", &UserId::parse(name).unwrap(), Some(&hash), permsync_server::time::now()).await.unwrap();
+        self.store
+            .create_user(
+                "test",
+                &UserId::parse(name).unwrap(),
+                Some(&hash),
+                permsync_server::time::now(),
+            )
+            .await
+            .unwrap();
         self.state.catch_up().await.unwrap();
     }
 
@@ -69,13 +80,28 @@ impl TestServer {
             scope: scope.map(|s| Scope::parse(s).unwrap()),
             expires_at: None,
         };
-        self.store.add_grant("test", g, permsync_server::time::now()).await.unwrap();
+        self.store
+            .add_grant("test", g, permsync_server::time::now())
+            .await
+            .unwrap();
         self.state.catch_up().await.unwrap();
     }
 
     pub async fn role(&self, role: &str, permissions: &[&str]) {
-        let ps: Vec<Permission> = permissions.iter().map(|p| Permission::parse(p).unwrap()).collect();
-        self.store.set_role("test", &RoleName::parse(role).unwrap(), &ps, "", permsync_server::time::now()).await.unwrap();
+        let ps: Vec<Permission> = permissions
+            .iter()
+            .map(|p| Permission::parse(p).unwrap())
+            .collect();
+        self.store
+            .set_role(
+                "test",
+                &RoleName::parse(role).unwrap(),
+                &ps,
+                "",
+                permsync_server::time::now(),
+            )
+            .await
+            .unwrap();
         self.state.catch_up().await.unwrap();
     }
 
@@ -86,7 +112,10 @@ impl TestServer {
             scope: scope.map(|s| Scope::parse(s).unwrap()),
             expires_at: None,
         };
-        self.store.add_binding("test", b, permsync_server::time::now()).await.unwrap();
+        self.store
+            .add_binding("test", b, permsync_server::time::now())
+            .await
+            .unwrap();
         self.state.catch_up().await.unwrap();
     }
 
@@ -103,39 +132,62 @@ impl TestServer {
             self.user(u).await;
         }
         self.grant("admin", "permsync:admin", None).await;
-        self.grant("carol", "permsync:delegate", Some("org/acme")).await;
+        self.grant("carol", "permsync:delegate", Some("org/acme"))
+            .await;
         self.grant("carol", "doc:edit", Some("org/acme")).await;
         self.role("editor", &["doc:edit", "doc:comment"]).await;
     }
 
     pub fn token(&self, user: &str) -> String {
-        self.state.issue_access_token(&UserId::parse(user).unwrap(), &format!("test-session-{user}"))
+        self.state.issue_access_token(
+            &UserId::parse(user).unwrap(),
+            &format!("test-session-{user}"),
+        )
     }
 
     pub fn revision(&self, user: &str) -> u64 {
         self.state.revision(user)
     }
 
-    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
         let mut req = Request::builder().method(method).uri(path);
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
         let req = match body {
-            Some(b) => req.header("content-type", "application/json").body(Body::from(b.to_string())).unwrap(),
+            Some(b) => req
+                .header("content-type", "application/json")
+                .body(Body::from(b.to_string()))
+                .unwrap(),
             None => req.body(Body::empty()).unwrap(),
         };
         self.send(req).await
     }
 
     pub async fn send(&self, req: Request<Body>) -> Reply {
-        let res = permsync_server::app(self.state.clone()).oneshot(req).await.unwrap();
+        let res = permsync_server::app(self.state.clone())
+            .oneshot(req)
+            .await
+            .unwrap();
         let status = res.status();
         let headers = res.headers().clone();
-        let bytes = axum::body::to_bytes(res.into_body(), 1 << 24).await.unwrap();
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 24)
+            .await
+            .unwrap();
         let text = String::from_utf8_lossy(&bytes).to_string();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Reply { status, headers, body, text }
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Reply {
@@ -156,9 +208,18 @@ impl TestServer {
 #[track_caller]
 pub fn assert_problem(r: &Reply, status: u16, code: &str) {
     assert_eq!(r.status.as_u16(), status, "status; body: {}", r.text);
-    assert_eq!(r.header("content-type"), Some("application/problem+json"), "content type; body: {}", r.text);
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/problem+json"),
+        "content type; body: {}",
+        r.text
+    );
     assert_eq!(r.body["code"], code, "code; body: {}", r.text);
     assert_eq!(r.body["status"], status);
-    assert!(r.body["detail"].as_str().is_some_and(|d| !d.is_empty()), "detail names the problem: {}", r.text);
+    assert!(
+        r.body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "detail names the problem: {}",
+        r.text
+    );
     assert!(r.body["title"].is_string() && r.body["type"].is_string());
 }
