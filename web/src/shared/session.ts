@@ -149,6 +149,26 @@ export function createSession(storageKey: string): Session {
     return navigator.locks ? navigator.locks.request(storageKey + ':refresh', run) : run()
   }
 
+  // One tab of the app (whichever holds this lock, for as long as it lives) renews the
+  // token at half its lifetime, so the others, opened and closed at will, find a fresh
+  // one and never present the refresh token themselves. A tab closed while its renewal
+  // is on the way would lose the rotated refresh token, and the next use of the old
+  // one would end the session; with one long-lived renewer that window is rare. The
+  // others still renew on their own when the renewer falls behind (a throttled tab).
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+  navigator.locks
+    ?.request(storageKey + ':renewer', async () => {
+      for (;;) {
+        const current = user ? await load().catch(() => null) : null
+        const wait = current ? current.expiresAt - current.ttl / 2 - Date.now() : 1000
+        if (current && wait <= 0) {
+          // A failed renewal (the server unreachable, say) is tried again shortly, not at once.
+          if (!(await renew(current.access).catch(() => null))) await sleep(2000)
+        } else await sleep(Math.min(Math.max(wait, 200), 30000))
+      }
+    })
+    .catch(() => {})
+
   return {
     get user() {
       return user
