@@ -25,7 +25,7 @@ use permsync_core::{Change, ChangeKind, Grant, Index, Permission, Scope};
 const QUESTIONS: usize = 4_000;
 /// The prefix of those also asked of casbin: one whole 20-question pattern (10
 /// allowed, 10 denied, 14 scoped, 6 global). Small because casbin scans every policy
-/// line per question, which takes most of a second at the standard size.
+/// line per question, which takes about a second at the standard size.
 const CASBIN_QUESTIONS: usize = 20;
 const QUESTION_SEED: u64 = 0x5eed;
 
@@ -208,8 +208,9 @@ fn bench_can(c: &mut Criterion) {
         &fx.questions[..CASBIN_QUESTIONS],
     );
 
-    // The same comparison on 2,000 users: casbin's cost grows with its policy lines,
-    // permsync's does not, and the two sizes together show it.
+    // The same comparison on 2,000 users: casbin's work per question grows with its
+    // policy lines, permsync's only with the user's own holdings, and the two sizes
+    // together show it.
     let small = Dataset::generate(Config::small());
     let small_index = small.index();
     let small_questions = small.questions(CASBIN_QUESTIONS, QUESTION_SEED);
@@ -257,7 +258,7 @@ fn compare_with_casbin(
     );
 
     let mut group = c.benchmark_group(name);
-    // A casbin call can take most of a second, so criterion's usual growing samples
+    // A casbin call can take about a second, so criterion's usual growing samples
     // would run for many minutes. Flat one-call samples, one per question, still
     // give a median over the whole set.
     group

@@ -31,7 +31,7 @@ const RESOURCES: [&str; 32] = [
     "invoice", "doc", "project", "report", "ticket", "order", "asset", "billing", "contract",
     "dashboard", "dataset", "deploy", "expense", "feature", "file", "incident", "job", "ledger",
     "metric", "note", "payment", "pipeline", "policy", "queue", "quote", "repo", "secret", "server",
-    "task", "team", "vendor", "wiki",
+    "shift", "team", "vendor", "wiki",
 ];
 const SUBRESOURCES: [&str; 3] = ["line", "comment", "attachment"];
 const ACTIONS: [&str; 8] = [
