@@ -11,6 +11,7 @@ pub mod config;
 mod limits;
 pub mod metrics;
 pub mod push;
+mod serve;
 pub mod state;
 pub mod tabs;
 mod tail;
@@ -18,7 +19,6 @@ pub mod time;
 mod token_cache;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 pub use api::{app, openapi};
@@ -26,7 +26,7 @@ pub use config::{ServerConfig, StaleTokens};
 pub use state::{ensure_signing_key, AppState};
 
 /// How long shutdown waits for event streams to say goodbye. WebSockets leave
-/// hyper's connection tracking at the upgrade, so `axum::serve` does not wait for
+/// hyper's connection at the upgrade, so the accept loop does not wait for
 /// them; this does, so their close frames (1001) are written before the runtime ends.
 const STREAM_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -58,16 +58,14 @@ pub async fn run_router(
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let background = tokio::spawn(state.clone().run_background(stop_rx.clone()));
-    let app = router.into_make_service_with_connect_info::<SocketAddr>();
     let signal_state = state.clone();
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            signal_state.shutting_down.store(true, Ordering::Relaxed);
-            let _ = stop_tx.send(true);
-            signal_state.streams_stop.send_replace(true);
-        })
-        .await;
+    serve::serve(listener, router, async move {
+        shutdown.await;
+        signal_state.shutting_down.store(true, Ordering::Relaxed);
+        let _ = stop_tx.send(true);
+        signal_state.streams_stop.send_replace(true);
+    })
+    .await;
     if !state.open_streams.wait_all_closed(STREAM_DRAIN).await {
         tracing::warn!(
             open = state.open_streams.total(),
@@ -75,5 +73,5 @@ pub async fn run_router(
         );
     }
     background.abort();
-    result
+    Ok(())
 }

@@ -1094,3 +1094,157 @@ async fn ws_ignores_client_messages_and_refuses_oversized_ones() {
         .unwrap();
     assert_eq!(res.status(), 400, "a plain GET is no WebSocket handshake");
 }
+
+/// Sends `parts` on a fresh connection (pausing between them, so they arrive as
+/// separate segments) and reads until `until` shows. Returns the socket and what
+/// was read.
+async fn raw_exchange(
+    addr: SocketAddr,
+    parts: &[&[u8]],
+    until: &str,
+) -> (tokio::net::TcpStream, String) {
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        raw.write_all(part).await.unwrap();
+    }
+    let seen = read_until(&mut raw, until).await;
+    (raw, seen)
+}
+
+/// Reads until `until` shows in what came, the peer closes, or SOON passes.
+async fn read_until(raw: &mut tokio::net::TcpStream, until: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + SOON;
+    while !String::from_utf8_lossy(&seen).contains(until) {
+        let mut buf = [0u8; 4096];
+        match tokio::time::timeout_at(deadline, raw.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+async fn wait_streams_of(live: &Live, user: &str, count: usize) {
+    let deadline = tokio::time::Instant::now() + SOON;
+    while live.s.state.open_streams.of_user(user) != count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{user} has {} streams, expected {count}",
+            live.s.state.open_streams.of_user(user)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_http_event_streams_are_framed_per_version_and_freed_on_close() {
+    let live = Live::start(fast_config()).await;
+    let alice = live.s.token("alice");
+    let revision = live.s.revision("alice");
+    let first = format!("data: {{\"revision\":{revision}}}");
+
+    // HTTP/1.1: chunked, closed by the server when it ends.
+    let request =
+        format!("GET /v1/me/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice}\r\n\r\n");
+    let (raw, seen) = raw_exchange(live.addr, &[request.as_bytes()], &first).await;
+    let (head, body) = seen.split_once("\r\n\r\n").expect("a response head");
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    for line in [
+        "transfer-encoding: chunked",
+        "connection: close",
+        "content-type: text/event-stream",
+        "cache-control: no-store",
+        &format!("permissions-revision: {revision}"),
+        "date: ",
+    ] {
+        assert!(head.contains(line), "{line:?} missing in {head}");
+    }
+    assert!(!head.contains("content-length"), "{head}");
+    assert!(body.starts_with("d\r\nretry: 2000\n\n\r\n"), "{body:?}");
+    assert!(body.contains(&format!("{first}\n\n\r\n")), "{body:?}");
+    wait_streams_of(&live, "alice", 1).await;
+    // The client going away frees its place at once.
+    drop(raw);
+    wait_streams_of(&live, "alice", 0).await;
+
+    // HTTP/1.0: no chunks; the body lasts until the connection closes.
+    let request = format!("GET /v1/me/events HTTP/1.0\r\nAuthorization: Bearer {alice}\r\n\r\n");
+    let (mut raw, seen) = raw_exchange(live.addr, &[request.as_bytes()], &first).await;
+    let (head, body) = seen.split_once("\r\n\r\n").expect("a response head");
+    assert!(head.starts_with("HTTP/1.0 200 OK\r\n"), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("transfer-encoding"),
+        "{head}"
+    );
+    assert!(body.starts_with("retry: 2000\n\n"), "{body:?}");
+    // Events keep coming on it, unframed.
+    let next = live.grant("alice", "doc:raw").await;
+    let event = format!("id: {next}\nevent: permissions\ndata: {{\"revision\":{next}}}\n\n");
+    let seen = read_until(&mut raw, &event).await;
+    assert!(seen.starts_with(&event), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_event_stream_requests_that_are_odd_or_bad_get_answers() {
+    let live = Live::start(fast_config()).await;
+    let alice = live.s.token("alice");
+    let revision = live.s.revision("alice");
+    let first = format!("data: {{\"revision\":{revision}}}");
+
+    // A request line split over segments is still served (by the general path).
+    let rest =
+        format!(" /v1/me/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice}\r\n\r\n");
+    let (_raw, seen) = raw_exchange(live.addr, &[b"GET", rest.as_bytes()], &first).await;
+    assert!(seen.starts_with("HTTP/1.1 200 OK\r\n"), "{seen}");
+    assert!(seen.contains(&first), "{seen}");
+
+    // Bad heads get problem documents with their length, then the connection ends.
+    let huge = format!(
+        "GET /v1/me/events HTTP/1.1\r\nAuthorization: Bearer {alice}\r\nX-Pad: {}\r\n\r\n",
+        "p".repeat(20_000)
+    );
+    let cases: [(Vec<u8>, &str, &str); 4] = [
+        (
+            b"GET /v1/me/events HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            "401",
+            "missing bearer token",
+        ),
+        (huge.into_bytes(), "431", "request head exceeds"),
+        (
+            format!("GET /v1/me/events HTTP/1.1\r\nAuthorization: Bearer {alice}\r\nContent-Length: 3\r\n\r\nabc").into_bytes(),
+            "400",
+            "has no body",
+        ),
+        (
+            b"GET /v1/me/events HTTP/1.1\r\nBad Header: x\r\n\r\n".to_vec(),
+            "400",
+            "malformed HTTP request",
+        ),
+    ];
+    for (request, status, detail) in cases {
+        let (_raw, seen) = raw_exchange(live.addr, &[&request], "\u{0}never").await;
+        let (head, body) = seen.split_once("\r\n\r\n").expect("a response head");
+        assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{head}");
+        let head = head.to_ascii_lowercase();
+        assert!(
+            head.contains("content-type: application/problem+json"),
+            "{head}"
+        );
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        let problem: Value = serde_json::from_str(body).unwrap();
+        assert!(
+            problem["detail"].as_str().unwrap().contains(detail),
+            "{problem}"
+        );
+    }
+    wait_streams_of(&live, "alice", 1).await;
+}

@@ -5,6 +5,7 @@
 //! The state is O(1) per connection: a `watch::Receiver` of the user's slot (only
 //! the latest revision, never a queue), one timer for keepalives, and a few words.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use axum::http::{header, HeaderMap};
 use bytes::Bytes;
 use permsync_core::{SessionEnd, Timestamp};
 use tokio::sync::watch;
-use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
 
 use super::hub::{Slot, SlotState, ENDED_KEPT};
 use super::open_streams::{StreamGuard, Transport};
@@ -80,7 +81,8 @@ pub struct Subscription {
     _slot: Arc<Slot>,
     rx: watch::Receiver<SlotState>,
     sid: Option<String>,
-    token_expires: Instant,
+    /// Fires when the token's `exp` passes; armed once, not at every wait.
+    token_expiry: Pin<Box<Sleep>>,
     stop: watch::Receiver<bool>,
     keepalive: Interval,
     /// The highest revision this connection was sent (or told it already had).
@@ -161,7 +163,7 @@ impl AppState {
             _slot: slot,
             rx,
             sid: caller.sid,
-            token_expires: Instant::now() + until_exp,
+            token_expiry: Box::pin(tokio::time::sleep(until_exp)),
             stop: self.streams_stop.subscribe(),
             keepalive,
             sent: 0,
@@ -205,7 +207,7 @@ impl Subscription {
                 biased;
                 _ = self.stop.wait_for(|stop| *stop) => Woke::Stop,
                 changed = self.rx.changed() => if changed.is_ok() { Woke::Changed } else { Woke::Stop },
-                _ = tokio::time::sleep_until(self.token_expires) => Woke::Expired,
+                () = &mut self.token_expiry => Woke::Expired,
                 _ = self.keepalive.tick() => Woke::Tick,
             };
             match woke {

@@ -1,0 +1,366 @@
+//! `GET /v1/me/events` connections, served without hyper.
+//!
+//! An idle event stream is most of what a busy permsync holds, and hyper keeps at
+//! least an 8 KiB read buffer and an 8 KiB write buffer for every connection it
+//! serves, for as long as it serves it. So the accept loop hands a connection whose
+//! first bytes are `GET /v1/me/events` to this module, which:
+//! 1. reads and parses the request head (httparse; at most [`MAX_HEAD`] bytes, in
+//!    [`HEAD_TIMEOUT`]) into a bodiless request carrying `ConnectInfo`;
+//! 2. answers it with the same router as every other request, so middleware,
+//!    authentication, CORS and the SSE body of [`super::sse`] are all unchanged;
+//! 3. writes the response head, then each frame of the body as it comes, chunked
+//!    (HTTP/1.1) or delimited by closing (HTTP/1.0), and closes the connection when
+//!    the body ends or the peer goes away. Any other answer (an error) is written
+//!    whole, with its length, before closing.
+//!
+//! What an idle stream then holds is its task, the socket and the body's state,
+//! and frames are written with one `write` each. Backpressure is the socket's own:
+//! the body is not polled while a write waits, so a client that stops reading
+//! holds its socket buffer and nothing more, and the revision slot coalesces.
+
+use std::io::{self, Write as _};
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{header, HeaderName, HeaderValue, Request, Response, StatusCode, Version};
+use axum::response::IntoResponse;
+use axum::Router;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+use crate::api::error::ApiError;
+
+/// The start of a request line this module serves; the next byte must end the path.
+const PREFIX: &[u8] = b"GET /v1/me/events";
+/// The largest request head accepted (a bearer token and a browser's headers fit
+/// many times over).
+pub const MAX_HEAD: usize = 16 * 1024;
+/// The most header lines accepted.
+const MAX_HEADERS: usize = 64;
+/// How long a client may take to send its request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest non-stream answer written (they are problem+json documents).
+const MAX_ANSWER: usize = 64 * 1024;
+
+/// Whether the connection's first bytes, once some arrived, are an event stream
+/// request line. Anything else, or a first segment too short to tell, is left to
+/// hyper; nothing is consumed either way.
+pub(crate) async fn is_event_stream(stream: &TcpStream) -> bool {
+    let mut first = [0u8; PREFIX.len() + 1];
+    match stream.peek(&mut first).await {
+        Ok(n) if n == first.len() => {
+            first.starts_with(PREFIX) && matches!(first[PREFIX.len()], b' ' | b'?')
+        }
+        _ => false,
+    }
+}
+
+/// Serves one event stream request on `stream`, then closes it.
+pub(crate) async fn serve(
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    router: Router,
+    mut shutdown: watch::Receiver<()>,
+) {
+    // Frames are small and each must leave at once.
+    let _ = stream.set_nodelay(true);
+    let head = tokio::select! {
+        head = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream, remote)) => head,
+        _ = shutdown.changed() => return,
+    };
+    let (request, version) = match head {
+        Ok(Ok(Some(request))) => request,
+        Ok(Ok(None)) | Err(_) => return,
+        Ok(Err(refusal)) => {
+            let _ = write_whole(&mut stream, refusal.into_response(), Version::HTTP_11).await;
+            return;
+        }
+    };
+    let response = match router.oneshot(request).await {
+        Ok(response) => response,
+        Err(infallible) => match infallible {},
+    };
+    if let Err(e) = write_response(&mut stream, response, version).await {
+        tracing::debug!(error = %e, "event stream connection ended");
+    }
+}
+
+/// Reads until a whole request head arrived; `None` if the peer went away first.
+async fn read_head(
+    stream: &mut TcpStream,
+    remote: SocketAddr,
+) -> Result<Option<(Request<Body>, Version)>, ApiError> {
+    let mut buf = Vec::with_capacity(2048);
+    loop {
+        if buf.capacity() - buf.len() < 512 {
+            buf.reserve(2048);
+        }
+        if !matches!(stream.read_buf(&mut buf).await, Ok(n) if n > 0) {
+            return Ok(None);
+        }
+        match parse_head(&buf, remote)? {
+            Some(request) => return Ok(Some(request)),
+            None if buf.len() < MAX_HEAD => {}
+            None => return Err(head_too_large()),
+        }
+    }
+}
+
+fn head_too_large() -> ApiError {
+    ApiError::invalid(format!("the request head exceeds {MAX_HEAD} bytes"))
+        .with_status(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+}
+
+/// Parses a request head; `None` while it is incomplete.
+fn parse_head(
+    buf: &[u8],
+    remote: SocketAddr,
+) -> Result<Option<(Request<Body>, Version)>, ApiError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(
+                ApiError::invalid(format!("more than {MAX_HEADERS} header lines"))
+                    .with_status(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+            )
+        }
+        Err(e) => return Err(ApiError::invalid(format!("malformed HTTP request: {e}"))),
+    };
+    if len > MAX_HEAD {
+        return Err(head_too_large());
+    }
+    let version = match parsed.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let mut request = Request::builder()
+        .method(parsed.method.unwrap_or("GET"))
+        .uri(parsed.path.unwrap_or("/"))
+        .version(version);
+    for h in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| ApiError::invalid(format!("invalid header name {:?}", h.name)))?;
+        if name == header::CONTENT_LENGTH && h.value.trim_ascii() != b"0"
+            || name == header::TRANSFER_ENCODING
+        {
+            return Err(ApiError::invalid("an event stream request has no body"));
+        }
+        let value = HeaderValue::from_bytes(h.value)
+            .map_err(|_| ApiError::invalid(format!("invalid value of header {name}")))?;
+        request = request.header(name, value);
+    }
+    let mut request = request
+        .body(Body::empty())
+        .map_err(|e| ApiError::invalid(format!("malformed HTTP request: {e}")))?;
+    request.extensions_mut().insert(ConnectInfo(remote));
+    Ok(Some((request, version)))
+}
+
+/// Writes the status line and headers; `framing` replaces any length headers.
+fn head_bytes(response: &Response<Body>, version: Version, framing: &str) -> Vec<u8> {
+    let status = response.status();
+    let mut head = Vec::with_capacity(512);
+    let minor = if version == Version::HTTP_10 { 0 } else { 1 };
+    let _ = write!(
+        head,
+        "HTTP/1.{minor} {} {}\r\n",
+        status.as_str(),
+        status.canonical_reason().unwrap_or("")
+    );
+    for (name, value) in response.headers() {
+        if matches!(
+            *name,
+            header::CONTENT_LENGTH | header::TRANSFER_ENCODING | header::CONNECTION
+        ) {
+            continue;
+        }
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    let _ = write!(
+        head,
+        "date: {}\r\n{framing}connection: close\r\n\r\n",
+        httpdate::fmt_http_date(SystemTime::now())
+    );
+    head
+}
+
+fn is_event_stream_response(response: &Response<Body>) -> bool {
+    response.status() == StatusCode::OK
+        && response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"))
+}
+
+async fn write_response(
+    stream: &mut TcpStream,
+    response: Response<Body>,
+    version: Version,
+) -> io::Result<()> {
+    if !is_event_stream_response(&response) {
+        return write_whole(stream, response, version).await;
+    }
+    let chunked = version != Version::HTTP_10;
+    let framing = if chunked {
+        "transfer-encoding: chunked\r\n"
+    } else {
+        ""
+    };
+    let head = head_bytes(&response, version, framing);
+    // Keep only the body: the headers and extensions are not needed any more.
+    let mut body = response.into_body();
+    stream.write_all(&head).await?;
+    drop(head);
+    let (mut reader, mut writer) = stream.split();
+    let mut probe = [0u8; 16];
+    loop {
+        tokio::select! {
+            frame = body.frame() => match frame {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref().filter(|d| !d.is_empty()) {
+                        writer.write_all(&encode(data, chunked)).await?;
+                    }
+                }
+                Some(Err(e)) => return Err(io::Error::other(e)),
+                None => {
+                    if chunked {
+                        writer.write_all(b"0\r\n\r\n").await?;
+                    }
+                    return Ok(());
+                }
+            },
+            // The client sends nothing more; reading tells when it goes away.
+            read = reader.read(&mut probe) => match read {
+                Ok(0) | Err(_) => return Ok(()),
+                Ok(_) => {}
+            },
+        }
+    }
+}
+
+/// One frame as written: an HTTP/1.1 chunk, or the bytes themselves.
+fn encode(data: &Bytes, chunked: bool) -> Vec<u8> {
+    if !chunked {
+        return data.to_vec();
+    }
+    let mut out = Vec::with_capacity(data.len() + 12);
+    let _ = write!(out, "{:x}\r\n", data.len());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// Writes a complete answer with its length, then ends the connection.
+async fn write_whole(
+    stream: &mut TcpStream,
+    response: Response<Body>,
+    version: Version,
+) -> io::Result<()> {
+    let (parts, body) = response.into_parts();
+    let body = axum::body::to_bytes(body, MAX_ANSWER)
+        .await
+        .unwrap_or_default();
+    let response = Response::from_parts(parts, ());
+    let mut out = head_bytes(
+        &response.map(|()| Body::empty()),
+        version,
+        &format!("content-length: {}\r\n", body.len()),
+    );
+    out.extend_from_slice(&body);
+    stream.write_all(&out).await?;
+    stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remote() -> SocketAddr {
+        "127.0.0.1:1".parse().unwrap()
+    }
+
+    #[test]
+    fn parses_a_complete_head_and_waits_for_a_partial_one() {
+        let head = b"GET /v1/me/events?ticket=t HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 7\r\n\r\n";
+        for cut in 0..head.len() {
+            assert!(
+                parse_head(&head[..cut], remote()).unwrap().is_none(),
+                "cut at {cut}"
+            );
+        }
+        let (request, version) = parse_head(head, remote()).unwrap().unwrap();
+        assert_eq!(version, Version::HTTP_11);
+        assert_eq!(request.uri().query(), Some("ticket=t"));
+        assert_eq!(request.headers()["last-event-id"], "7");
+        assert!(request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .is_some());
+        let (_, version) = parse_head(b"GET /v1/me/events HTTP/1.0\r\n\r\n", remote())
+            .unwrap()
+            .unwrap();
+        assert_eq!(version, Version::HTTP_10);
+    }
+
+    #[test]
+    fn refuses_bad_heads_with_a_reason() {
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: v\r\n")).collect();
+        let cases = [
+            (
+                "Host x\r\n".to_string(),
+                StatusCode::BAD_REQUEST,
+                "malformed",
+            ),
+            (
+                "Content-Length: 5\r\n".into(),
+                StatusCode::BAD_REQUEST,
+                "no body",
+            ),
+            (
+                "Transfer-Encoding: chunked\r\n".into(),
+                StatusCode::BAD_REQUEST,
+                "no body",
+            ),
+            ("x: \x01\r\n".into(), StatusCode::BAD_REQUEST, "malformed"),
+            (
+                many,
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "header lines",
+            ),
+        ];
+        for (headers, status, words) in cases {
+            let head = format!("GET /v1/me/events HTTP/1.1\r\n{headers}\r\n");
+            let Err(refusal) = parse_head(head.as_bytes(), remote()) else {
+                panic!("accepted {head:?}");
+            };
+            assert!(
+                refusal.detail.contains(words),
+                "{head:?}: {}",
+                refusal.detail
+            );
+            assert_eq!(refusal.into_response().status(), status, "{head:?}");
+        }
+    }
+
+    #[test]
+    fn chunks_frames() {
+        let frame = Bytes::from_static(b"data: {\"revision\":12}\n\n");
+        assert_eq!(
+            encode(&frame, true),
+            b"17\r\ndata: {\"revision\":12}\n\n\r\n".to_vec()
+        );
+        assert_eq!(encode(&frame, false), frame.to_vec());
+    }
+}
