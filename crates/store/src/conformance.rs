@@ -442,6 +442,13 @@ pub async fn roles_and_bindings(store: &dyn Store) {
     assert_eq!(revision(store, "alice").await, edit.seq);
     assert_eq!(revision(store, "bob").await, edit.seq);
     assert_eq!(revision(store, "carol").await, carol_rev);
+    let listed = store.list_users("", 10, None).await.unwrap().users;
+    for (name, want) in [("alice", edit.seq), ("bob", edit.seq), ("carol", carol_rev)] {
+        assert!(
+            listed.iter().any(|(u, r)| u.as_str() == name && *r == want),
+            "{name} listed at {want}: {listed:?}"
+        );
+    }
 
     // Removing a binding.
     assert_not_found(

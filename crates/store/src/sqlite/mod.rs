@@ -37,6 +37,13 @@ use crate::{
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
+/// A user's revision, for a query over `users u`: its own, or the latest edit of a
+/// role it is bound to if that is later. A role edit raises every member's revision
+/// by writing the role's row alone; removing a binding (or the role) raises the
+/// user's own past it, so the revision never goes back.
+const USER_REVISION: &str = "max(u.revision, coalesce((SELECT max(r.revision) FROM bindings b \
+     JOIN roles r ON r.name = b.role WHERE b.user = u.name), 0))";
+
 /// How long a writer waits for another process's write transaction before giving up
 /// with `Unavailable`.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -432,10 +439,11 @@ impl Store for SqliteStore {
         let seq: i64 = sqlx::query_scalar("SELECT seq FROM meta WHERE id = 1")
             .fetch_one(&mut *tx)
             .await?;
-        let users: Vec<(String, i64, i64)> =
-            sqlx::query_as("SELECT name, revision, present FROM users ORDER BY name")
-                .fetch_all(&mut *tx)
-                .await?;
+        let users: Vec<(String, i64, i64)> = sqlx::query_as(&format!(
+            "SELECT name, {USER_REVISION}, present FROM users u ORDER BY name"
+        ))
+        .fetch_all(&mut *tx)
+        .await?;
         let roles: Vec<(String, String, String)> =
             sqlx::query_as("SELECT name, permissions, description FROM roles ORDER BY name")
                 .fetch_all(&mut *tx)
@@ -516,12 +524,12 @@ impl Store for SqliteStore {
         // ASCII, so every name starting with `prefix` sorts below `prefix` + U+10FFFF.
         // The substr test keeps the answer exact for any other input.
         let upper = (!prefix.is_empty()).then(|| format!("{prefix}\u{10FFFF}"));
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT name, revision FROM users \
+        let rows: Vec<(String, i64)> = sqlx::query_as(&format!(
+            "SELECT name, {USER_REVISION} FROM users u \
              WHERE present = 1 AND name >= ?1 AND (?2 IS NULL OR name < ?2) AND (?3 IS NULL OR name > ?3) \
              AND substr(name, 1, length(?1)) = ?1 \
              ORDER BY name LIMIT ?4",
-        )
+        ))
         .bind(prefix)
         .bind(upper)
         .bind(cursor)
@@ -822,22 +830,20 @@ impl Store for SqliteStore {
                 description: description.to_owned(),
             })
             .await?;
+        // Every bound user's effective permissions may have changed, expired but not
+        // yet removed bindings included (the index counts those as members too): the
+        // role's revision raises all of theirs (see USER_REVISION).
         sqlx::query(
-            "INSERT INTO roles (name, permissions, description) VALUES (?, ?, ?) \
-             ON CONFLICT (name) DO UPDATE SET permissions = excluded.permissions, description = excluded.description",
+            "INSERT INTO roles (name, permissions, description, revision) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET permissions = excluded.permissions, \
+             description = excluded.description, revision = excluded.revision",
         )
         .bind(role.as_str())
         .bind(&permissions_json)
         .bind(description)
+        .bind(id_to_sql(change.seq)?)
         .execute(w.conn())
         .await?;
-        // Every bound user's effective permissions may have changed, expired but not
-        // yet removed bindings included (the index counts those as members too).
-        sqlx::query("UPDATE users SET revision = ? WHERE name IN (SELECT user FROM bindings WHERE role = ?)")
-            .bind(id_to_sql(change.seq)?)
-            .bind(role.as_str())
-            .execute(w.conn())
-            .await?;
         w.commit().await?;
         Ok((change, created))
     }
