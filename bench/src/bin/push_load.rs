@@ -1,16 +1,15 @@
 //! Load on the live event streams: many idle SSE connections to one permsync
 //! server process, and how fast changes reach them.
 //!
-//! `cargo run --release -p permsync-bench --bin push_load -- [--idle 10000] [--max 19800] [--members 20000] [--grants 1000] [--rounds 5] [--backlog 0]`
+//! `cargo run --release -p permsync-bench --bin push_load -- [--idle 10000] [--max 19800] [--members 20000] [--grants 1000] [--rounds 5]`
 //!
 //! The one command plays three parts, by re-running its own executable:
 //! - the driver (no subcommand) builds a SQLite database with `--members` users
 //!   (the first `--idle` bound to role `team`, all of them to role `all`), starts
 //!   the server, runs the phases below and prints a Markdown summary;
-//! - `serve DB_URL [BACKLOG]` is the server: `permsync_server::run` with the
+//! - `serve DB_URL` is the server: `permsync_server::run` with the
 //!   default configuration, in its own process so its RSS can be read from
-//!   `/proc`; its listen backlog is tokio's 1024 (as in `permsync serve`) unless
-//!   `--backlog` says otherwise;
+//!   `/proc`, listening as `permsync serve` does (`permsync_server::bind`);
 //! - `clients ADDR TOKENS FROM COUNT` holds COUNT SSE connections over raw TCP
 //!   with a minimal HTTP/1.1 request and an incremental de-chunking SSE parser
 //!   (a ~512-byte buffer per connection), and answers commands on stdin.
@@ -67,21 +66,13 @@ async fn main() -> Result<(), BoxError> {
 // ---------------------------------------------------------------- server part
 
 async fn serve(args: &[String]) -> Result<(), BoxError> {
-    let db = args.first().ok_or("serve DB_URL [BACKLOG]")?;
-    let backlog: u32 = args.get(1).and_then(|b| b.parse().ok()).unwrap_or(0);
+    let db = args.first().ok_or("serve DB_URL")?;
     let limit = permsync_server::raise_open_files_limit()?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(db).await?);
     let state = permsync_server::AppState::open(store, permsync_server::ServerConfig::default())
         .await
         .map_err(|e| e.to_string())?;
-    // By default like the `permsync serve` binary: tokio's listen backlog (1024).
-    let listener = if backlog == 0 {
-        tokio::net::TcpListener::bind("127.0.0.1:0").await?
-    } else {
-        let socket = tokio::net::TcpSocket::new_v4()?;
-        socket.bind("127.0.0.1:0".parse()?)?;
-        socket.listen(backlog)?
-    };
+    let listener = permsync_server::bind("127.0.0.1:0").await?;
     println!("listening {} nofile {limit}", listener.local_addr()?);
     std::io::stdout().flush()?;
     let shutdown = async {
@@ -389,8 +380,6 @@ struct Options {
     members: usize,
     grants: usize,
     rounds: usize,
-    /// The server's listen backlog; 0 keeps tokio's default, as `permsync serve` does.
-    backlog: usize,
 }
 
 fn options(args: &[String]) -> Result<Options, BoxError> {
@@ -400,7 +389,6 @@ fn options(args: &[String]) -> Result<Options, BoxError> {
         members: 20_000,
         grants: 1000,
         rounds: 5,
-        backlog: 0,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -411,7 +399,6 @@ fn options(args: &[String]) -> Result<Options, BoxError> {
             "--members" => o.members = value,
             "--grants" => o.grants = value,
             "--rounds" => o.rounds = value,
-            "--backlog" => o.backlog = value,
             other => return Err(format!("unknown flag {other}").into()),
         }
     }
@@ -539,6 +526,51 @@ fn broadcast(processes: &mut [ClientProcess], command: &str) -> Result<(u64, u64
     Ok((last, missing))
 }
 
+/// The server's histogram of commit → frame written, as (upper bound in ms,
+/// cumulative count) per bucket.
+async fn push_buckets(http: &reqwest::Client, base: &str) -> Result<Vec<(f64, u64)>, BoxError> {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.strip_prefix("permsync_push_latency_seconds_bucket{le=\""))
+        .filter_map(|l| {
+            let (le, count) = l.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse::<f64>().ok()? * 1000.0
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect())
+}
+
+/// What the server wrote between two histogram readings: the bucket bounds (ms)
+/// that hold the median frame and the last one.
+fn server_side(before: &[(f64, u64)], after: &[(f64, u64)]) -> String {
+    let diff: Vec<(f64, u64)> = after
+        .iter()
+        .zip(before)
+        .map(|(&(le, a), &(_, b))| (le, a.saturating_sub(b)))
+        .collect();
+    let total = diff.last().map_or(0, |&(_, n)| n);
+    let bound = |part: u64| {
+        diff.iter()
+            .find(|&&(_, n)| n >= part)
+            .map_or(f64::NAN, |&(le, _)| le)
+    };
+    format!(
+        "server wrote {total} frames, the median ≤ {:.1} ms and the last ≤ {:.1} ms after the commit",
+        bound(total.div_ceil(2)),
+        bound(total)
+    )
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -609,7 +641,7 @@ async fn drive(args: &[String]) -> Result<(), BoxError> {
 
     // The server, in its own process.
     let mut server = Command::new(std::env::current_exe()?)
-        .args(["serve", &db, &o.backlog.to_string()])
+        .args(["serve", &db])
         .stdout(Stdio::piped())
         .spawn()?;
     let mut server_out = std::io::BufReader::new(server.stdout.take().ok_or("no stdout")?);
@@ -710,6 +742,7 @@ async fn drive(args: &[String]) -> Result<(), BoxError> {
     // (C) role edits touching every online member.
     let mut edits = Vec::new();
     for r in 0..o.rounds {
+        let buckets = push_buckets(&http, &base).await?;
         let t0 = now_us();
         let res = http
             .put(format!("{base}/v1/roles/team"))
@@ -722,15 +755,17 @@ async fn drive(args: &[String]) -> Result<(), BoxError> {
             .as_u64()
             .ok_or("no seq")?;
         let (last, missing) = broadcast(&mut processes, &format!("expect {seq}"))?;
+        let server = server_side(&buckets, &push_buckets(&http, &base).await?);
         edits.push((
             ms(last.saturating_sub(t0)),
             ms(answered.saturating_sub(t0)),
             missing,
+            server,
         ));
     }
-    for (i, (all, answer, missing)) in edits.iter().enumerate() {
+    for (i, (all, answer, missing, server)) in edits.iter().enumerate() {
         say(format!(
-            "C. role edit #{} touching {} online members: request sent → last member read its event {:.1} ms (HTTP answer {:.1} ms; {missing} missing)",
+            "C. role edit #{} touching {} online members: request sent → last member read its event {:.1} ms (HTTP answer {:.1} ms; {missing} missing; {server})",
             i + 1,
             o.idle,
             all,
@@ -772,6 +807,7 @@ async fn drive(args: &[String]) -> Result<(), BoxError> {
         (rss2.saturating_sub(rss0)) as f64 / online.max(1) as f64
     ));
     for r in 0..o.rounds {
+        let buckets = push_buckets(&http, &base).await?;
         let t0 = now_us();
         let res = http
             .put(format!("{base}/v1/roles/all"))
@@ -784,8 +820,9 @@ async fn drive(args: &[String]) -> Result<(), BoxError> {
             .as_u64()
             .ok_or("no seq")?;
         let (last, missing) = broadcast(&mut processes, &format!("expect {seq}"))?;
+        let server = server_side(&buckets, &push_buckets(&http, &base).await?);
         say(format!(
-            "E. role edit #{} of `all` ({} members, {online} online): request sent → last online member read its event {:.1} ms (HTTP answer {:.1} ms; {missing} missing)",
+            "E. role edit #{} of `all` ({} members, {online} online): request sent → last online member read its event {:.1} ms (HTTP answer {:.1} ms; {missing} missing; {server})",
             r + 1,
             o.members,
             ms(last.saturating_sub(t0)),

@@ -578,7 +578,7 @@ async fn serve(cfg: config::Resolved, demo: bool) -> anyhow::Result<()> {
             .context("seeding demo data")?;
     }
     let state = permsync_server::AppState::open(store, cfg.server).await?;
-    let listener = tokio::net::TcpListener::bind(&cfg.addr)
+    let listener = permsync_server::bind(&cfg.addr)
         .await
         .with_context(|| format!("listening on {}", cfg.addr))?;
     let local = listener.local_addr()?;

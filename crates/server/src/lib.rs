@@ -36,6 +36,31 @@ pub fn raise_open_files_limit() -> std::io::Result<u64> {
     rlimit::increase_nofile_limit(u64::MAX)
 }
 
+/// How many connections the kernel may queue before they are accepted (capped by
+/// `net.core.somaxconn`). tokio's default of 1024 overflows when thousands of event
+/// streams reconnect at once, e.g. after a restart; an overflow costs the client a
+/// retransmission (a second or more).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener for [`run`] on the first address `addr` resolves to, with
+/// [`LISTEN_BACKLOG`].
+pub async fn bind(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let addr = tokio::net::lookup_host(addr).await?.next().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolves to nothing",
+        )
+    })?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Serves `state` on `listener` until `shutdown` completes, then drains.
 /// `/readyz` turns 503 as soon as shutdown starts; then every event stream ends
 /// (SSE bodies finish, WebSockets close with 1001) so clients reconnect elsewhere.
