@@ -1247,4 +1247,11 @@ async fn raw_event_stream_requests_that_are_odd_or_bad_get_answers() {
         );
     }
     wait_streams_of(&live, "alice", 1).await;
+
+    // A client that keeps writing on its stream is cut off.
+    let request = format!("GET /v1/me/events HTTP/1.1\r\nAuthorization: Bearer {alice}\r\n\r\n");
+    let (mut chatty, _) = raw_exchange(live.addr, &[request.as_bytes()], &first).await;
+    wait_streams_of(&live, "alice", 2).await;
+    chatty.write_all(&[b'x'; 100]).await.unwrap();
+    wait_streams_of(&live, "alice", 1).await;
 }

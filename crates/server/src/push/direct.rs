@@ -45,6 +45,8 @@ pub const MAX_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
 /// How long a client may take to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many bytes a client may send once its stream started before it is closed.
+const MAX_SENT_AFTER_HEAD: usize = 64;
 /// The largest non-stream answer written (they are problem+json documents).
 const MAX_ANSWER: usize = 64 * 1024;
 
@@ -225,6 +227,7 @@ async fn write_response(
     drop(head);
     let (mut reader, mut writer) = stream.split();
     let mut probe = [0u8; 16];
+    let mut sent_after_head = 0;
     loop {
         tokio::select! {
             frame = body.frame() => match frame {
@@ -241,10 +244,16 @@ async fn write_response(
                     return Ok(());
                 }
             },
-            // The client sends nothing more; reading tells when it goes away.
+            // A client has nothing to send on a stream; reading tells when it goes
+            // away. A few stray bytes (a trailing blank line) are ignored, more end it.
             read = reader.read(&mut probe) => match read {
                 Ok(0) | Err(_) => return Ok(()),
-                Ok(_) => {}
+                Ok(n) => {
+                    sent_after_head += n;
+                    if sent_after_head > MAX_SENT_AFTER_HEAD {
+                        return Ok(());
+                    }
+                }
             },
         }
     }
