@@ -85,6 +85,7 @@ pub(crate) fn covers(held: &str, checked: &str) -> bool {
 /// Whether a holding at `held` (None = global) applies to a check at `checked`
 /// (None = a check about global holdings only).
 #[inline]
+#[cfg(test)]
 pub(crate) fn qualifies(held: Option<&Scope>, checked: Option<&str>) -> bool {
     match (held, checked) {
         (None, _) => true,
