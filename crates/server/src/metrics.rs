@@ -1,6 +1,9 @@
 //! Prometheus metrics, in a registry owned by the server state (no global recorder,
 //! so several servers can live in one test process).
 
+use std::sync::OnceLock;
+
+use axum::http::Method;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -19,9 +22,21 @@ pub struct TransportLabels {
     pub transport: &'static str,
 }
 
+/// The methods whose request counters are kept at hand (see [`Metrics::count_request`]).
+const COUNTED_METHODS: [&str; 9] = [
+    "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+];
+/// Statuses 100..=599 have a slot per method.
+const FIRST_STATUS: u16 = 100;
+const STATUSES: usize = 500;
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
+    /// `requests`' counter per (standard method, status), filled on first use, so
+    /// counting a request neither allocates its labels nor hashes them into the
+    /// family's locked map. Each is a handle on the family's own counter.
+    request_counters: Box<[OnceLock<Counter>]>,
     pub request_seconds: Histogram,
     pub open_streams: Family<TransportLabels, Gauge>,
     pub events_sent: Counter,
@@ -76,6 +91,9 @@ impl Metrics {
         Metrics {
             registry,
             requests,
+            request_counters: (0..COUNTED_METHODS.len() * STATUSES)
+                .map(|_| OnceLock::new())
+                .collect(),
             request_seconds,
             open_streams,
             events_sent,
@@ -83,6 +101,24 @@ impl Metrics {
             changes_applied,
             applied_seq,
         }
+    }
+
+    /// The counter of `requests` for a standard method and a status in 100..=599,
+    /// without allocating or locking once it exists; `None` for other requests,
+    /// which go through `requests.get_or_create`.
+    pub fn request_counter(&self, method: &Method, status: u16) -> Option<&Counter> {
+        let m = COUNTED_METHODS.iter().position(|m| *m == method.as_str())?;
+        let s = usize::from(status.checked_sub(FIRST_STATUS)?);
+        if s >= STATUSES {
+            return None;
+        }
+        Some(self.request_counters[m * STATUSES + s].get_or_init(|| {
+            // A handle on the family's own counter: both count the same requests.
+            Counter::clone(&self.requests.get_or_create(&RequestLabels {
+                method: method.as_str().to_owned(),
+                status,
+            }))
+        }))
     }
 
     pub fn encode(&self) -> String {
@@ -97,5 +133,32 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_counters_are_the_familys() {
+        let m = Metrics::new();
+        m.request_counter(&Method::POST, 200).unwrap().inc();
+        m.request_counter(&Method::POST, 200).unwrap().inc();
+        let family = m.requests.get_or_create(&RequestLabels {
+            method: "POST".into(),
+            status: 200,
+        });
+        assert_eq!(family.get(), 2);
+        drop(family);
+        let text = m.encode();
+        assert!(text.contains(r#"permsync_http_requests_total{method="POST",status="200"} 2"#));
+        // Only what was answered is exported.
+        assert!(!text.contains(r#"status="404""#));
+        let odd = Method::from_bytes(b"PURGE").unwrap();
+        assert!(m.request_counter(&odd, 200).is_none());
+        assert!(m.request_counter(&Method::GET, 99).is_none());
+        assert!(m.request_counter(&Method::GET, 600).is_none());
+        assert!(m.request_counter(&Method::GET, 599).is_some());
     }
 }

@@ -1,7 +1,7 @@
 //! Permission checks for backends.
 
 use axum::extract::State;
-use permsync_core::{builtin, Permission, Scope, Timestamp, UserId};
+use permsync_core::{builtin, Index, Permission, Scope, Timestamp, UserId};
 
 use super::dto::{BatchCheckRequest, BatchCheckResult, CheckRequest, CheckResult};
 use super::error::{ApiError, ApiResult};
@@ -12,6 +12,27 @@ use crate::state::AppState;
 /// Most checks in one batch.
 pub const MAX_BATCH: usize = 1000;
 
+/// Validates a check's fields; returns the user it asks about.
+fn parse_check(req: &CheckRequest) -> ApiResult<UserId> {
+    let user = UserId::parse(&req.user)?;
+    Permission::parse(&req.permission)?;
+    if let Some(s) = &req.scope {
+        Scope::parse(s)?;
+    }
+    Ok(user)
+}
+
+fn forbidden_other() -> ApiError {
+    needs("permsync:check to check another user")
+}
+
+fn answer(index: &Index, user: &UserId, req: &CheckRequest, now: Timestamp) -> CheckResult {
+    CheckResult {
+        allowed: index.can(user.as_str(), &req.permission, req.scope.as_deref(), now),
+        revision: index.revision(user.as_str()),
+    }
+}
+
 fn check_one(
     state: &AppState,
     caller: &Caller,
@@ -19,23 +40,14 @@ fn check_one(
     now: Timestamp,
     may_check_others: bool,
 ) -> ApiResult<CheckResult> {
-    let user = UserId::parse(&req.user)?;
-    Permission::parse(&req.permission)?;
-    if let Some(s) = &req.scope {
-        Scope::parse(s)?;
-    }
+    let user = parse_check(req)?;
     if user != caller.user && !may_check_others {
-        return Err(needs("permsync:check to check another user"));
+        return Err(forbidden_other());
     }
-    let index = state.index();
-    Ok(CheckResult {
-        allowed: index.can(user.as_str(), &req.permission, req.scope.as_deref(), now),
-        revision: index.revision(user.as_str()),
-    })
+    Ok(answer(&state.index(), &user, req, now))
 }
 
-fn may_check_others(state: &AppState, caller: &Caller, now: Timestamp) -> bool {
-    let index = state.index();
+fn may_check_others(index: &Index, caller: &Caller, now: Timestamp) -> bool {
     index.can(caller.user.as_str(), builtin::CHECK, None, now)
         || index.can(caller.user.as_str(), builtin::ADMIN, None, now)
 }
@@ -50,8 +62,13 @@ pub async fn check(
     ApiJson(req): ApiJson<CheckRequest>,
 ) -> ApiResult<axum::Json<CheckResult>> {
     let now = state.now();
-    let others = req.user != caller.user.as_str() && may_check_others(&state, &caller, now);
-    check_one(&state, &caller, &req, now, others).map(axum::Json)
+    let user = parse_check(&req)?;
+    // One read of the index answers both whether the caller may ask and the question.
+    let index = state.index();
+    if user != caller.user && !may_check_others(&index, &caller, now) {
+        return Err(forbidden_other());
+    }
+    Ok(axum::Json(answer(&index, &user, &req, now)))
 }
 
 /// Up to 1000 checks, answered in order.
@@ -69,7 +86,7 @@ pub async fn check_batch(
         )));
     }
     let now = state.now();
-    let others = may_check_others(&state, &caller, now);
+    let others = may_check_others(&state.index(), &caller, now);
     let results = req
         .checks
         .iter()

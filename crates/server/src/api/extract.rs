@@ -1,5 +1,6 @@
 //! Extractors whose rejections speak problem+json, and the authenticated caller.
 
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 
@@ -7,6 +8,8 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
+use bytes::Bytes;
+use futures_util::future::{Either, FutureExt};
 use permsync_core::UserId;
 use serde::de::DeserializeOwned;
 
@@ -15,16 +18,47 @@ use crate::config::StaleTokens;
 use crate::state::AppState;
 
 /// `axum::Json`, with rejections as problem+json.
+///
+/// Takes a shorter way for the usual request, `Content-Type: application/json`
+/// and a body that deserializes: no media type parsing, and plain `serde_json`
+/// rather than axum's path-tracking deserializer. Anything else goes axum's way,
+/// so every rejection is axum's, word for word.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(rejection) => Err(json_rejection(rejection)),
+    // Not an `async fn`: the future returned holds only what its way needs, not the
+    // request besides, and so keeps every handler's future (allocated per request)
+    // smaller.
+    fn from_request(
+        req: Request,
+        state: &S,
+    ) -> impl Future<Output = Result<Self, ApiError>> + Send {
+        let plain_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes() == b"application/json");
+        if !plain_json {
+            // Boxed: the rare way, with the larger future.
+            return Either::Left(
+                Box::pin(axum::Json::<T>::from_request(req, state))
+                    .map(|r| r.map(|axum::Json(v)| ApiJson(v)).map_err(json_rejection)),
+            );
         }
+        // A combinator rather than an `async` block, which would hold the body's
+        // future twice.
+        Either::Right(Bytes::from_request(req, state).map(|body| {
+            let bytes = body.map_err(|e| json_rejection(JsonRejection::from(e)))?;
+            match serde_json::from_slice(&bytes) {
+                Ok(v) => Ok(ApiJson(v)),
+                // The same input fails the same way there, with axum's message.
+                Err(_) => match axum::Json::<T>::from_bytes(&bytes) {
+                    Ok(axum::Json(v)) => Ok(ApiJson(v)),
+                    Err(rejection) => Err(json_rejection(rejection)),
+                },
+            }
+        }))
     }
 }
 
@@ -132,20 +166,22 @@ impl AppState {
     /// Verifies an access token and applies the session and staleness rules.
     pub async fn authenticate(&self, token: &str) -> Result<Caller, ApiError> {
         let now_secs = self.now().0 / 1000;
-        let v = match self.verified_tokens.get(token, now_secs) {
-            Some(v) => v,
+        let trusted = match self.verified_tokens.get(token, now_secs) {
+            Some(t) => t,
             None => {
-                let v = self
-                    .tokens
-                    .verify(token, now_secs)
+                // Boxed: a miss is rare, and the verification's future is large;
+                // inline, it would make every authenticated handler's future larger.
+                let v = Box::pin(self.tokens.verify(token, now_secs))
                     .await
                     .map_err(|e| ApiError::token(e.description))?;
-                self.verified_tokens.insert(token, &v);
-                v
+                self.verified_tokens.insert(token, v)
             }
         };
-        let user =
-            UserId::parse(&v.sub).map_err(|_| ApiError::token("sub is not a valid user id"))?;
+        let v = &trusted.verified;
+        let user = trusted
+            .user
+            .clone()
+            .ok_or_else(|| ApiError::token("sub is not a valid user id"))?;
         if let Some(sid) = &v.sid {
             if self
                 .ended_sessions
@@ -165,7 +201,7 @@ impl AppState {
         }
         Ok(Caller {
             user,
-            sid: v.sid,
+            sid: v.sid.clone(),
             exp: v.exp,
         })
     }
