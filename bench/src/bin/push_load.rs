@@ -571,6 +571,48 @@ fn server_side(before: &[(f64, u64)], after: &[(f64, u64)]) -> String {
     )
 }
 
+/// One timed role edit: what it took until every client process saw its seq.
+struct RoleEdit {
+    /// Request sent → the last online member read the event.
+    all_ms: f64,
+    /// Request sent → the HTTP answer.
+    answer_ms: f64,
+    missing: u64,
+    /// The server's own share, from its histogram.
+    server: String,
+}
+
+/// Sets `role` to `permissions` over the admin API and waits for every member
+/// connection of `processes` to read the change.
+async fn role_edit(
+    http: &reqwest::Client,
+    base: &str,
+    admin: &str,
+    role: &str,
+    permissions: serde_json::Value,
+    processes: &mut [ClientProcess],
+) -> Result<RoleEdit, BoxError> {
+    let buckets = push_buckets(http, base).await?;
+    let t0 = now_us();
+    let res = http
+        .put(format!("{base}/v1/roles/{role}"))
+        .bearer_auth(admin)
+        .json(&json!({ "permissions": permissions }))
+        .send()
+        .await?;
+    let answered = now_us();
+    let seq = res.error_for_status()?.json::<serde_json::Value>().await?["seq"]
+        .as_u64()
+        .ok_or("no seq")?;
+    let (last, missing) = broadcast(processes, &format!("expect {seq}"))?;
+    Ok(RoleEdit {
+        all_ms: ms(last.saturating_sub(t0)),
+        answer_ms: ms(answered.saturating_sub(t0)),
+        missing,
+        server: server_side(&buckets, &push_buckets(http, base).await?),
+    })
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -742,34 +784,18 @@ async fn drive(args: &[String]) -> Result<(), BoxError> {
     // (C) role edits touching every online member.
     let mut edits = Vec::new();
     for r in 0..o.rounds {
-        let buckets = push_buckets(&http, &base).await?;
-        let t0 = now_us();
-        let res = http
-            .put(format!("{base}/v1/roles/team"))
-            .bearer_auth(&admin)
-            .json(&json!({"permissions": ["doc:read", format!("doc:r{r}")]}))
-            .send()
-            .await?;
-        let answered = now_us();
-        let seq = res.error_for_status()?.json::<serde_json::Value>().await?["seq"]
-            .as_u64()
-            .ok_or("no seq")?;
-        let (last, missing) = broadcast(&mut processes, &format!("expect {seq}"))?;
-        let server = server_side(&buckets, &push_buckets(&http, &base).await?);
-        edits.push((
-            ms(last.saturating_sub(t0)),
-            ms(answered.saturating_sub(t0)),
-            missing,
-            server,
-        ));
+        let permissions = json!(["doc:read", format!("doc:r{r}")]);
+        edits.push(role_edit(&http, &base, &admin, "team", permissions, &mut processes).await?);
     }
-    for (i, (all, answer, missing, server)) in edits.iter().enumerate() {
+    for (i, e) in edits.iter().enumerate() {
         say(format!(
-            "C. role edit #{} touching {} online members: request sent → last member read its event {:.1} ms (HTTP answer {:.1} ms; {missing} missing; {server})",
+            "C. role edit #{} touching {} online members: request sent → last member read its event {:.1} ms (HTTP answer {:.1} ms; {} missing; {})",
             i + 1,
             o.idle,
-            all,
-            answer
+            e.all_ms,
+            e.answer_ms,
+            e.missing,
+            e.server
         ));
     }
 
@@ -807,26 +833,16 @@ async fn drive(args: &[String]) -> Result<(), BoxError> {
         (rss2.saturating_sub(rss0)) as f64 / online.max(1) as f64
     ));
     for r in 0..o.rounds {
-        let buckets = push_buckets(&http, &base).await?;
-        let t0 = now_us();
-        let res = http
-            .put(format!("{base}/v1/roles/all"))
-            .bearer_auth(&admin)
-            .json(&json!({"permissions": ["doc:view", format!("doc:v{r}")]}))
-            .send()
-            .await?;
-        let answered = now_us();
-        let seq = res.error_for_status()?.json::<serde_json::Value>().await?["seq"]
-            .as_u64()
-            .ok_or("no seq")?;
-        let (last, missing) = broadcast(&mut processes, &format!("expect {seq}"))?;
-        let server = server_side(&buckets, &push_buckets(&http, &base).await?);
+        let permissions = json!(["doc:view", format!("doc:v{r}")]);
+        let e = role_edit(&http, &base, &admin, "all", permissions, &mut processes).await?;
         say(format!(
-            "E. role edit #{} of `all` ({} members, {online} online): request sent → last online member read its event {:.1} ms (HTTP answer {:.1} ms; {missing} missing; {server})",
+            "E. role edit #{} of `all` ({} members, {online} online): request sent → last online member read its event {:.1} ms (HTTP answer {:.1} ms; {} missing; {})",
             r + 1,
             o.members,
-            ms(last.saturating_sub(t0)),
-            ms(answered.saturating_sub(t0))
+            e.all_ms,
+            e.answer_ms,
+            e.missing,
+            e.server
         ));
     }
     let metrics = http
