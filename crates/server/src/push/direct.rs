@@ -24,7 +24,9 @@ use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{header, HeaderName, HeaderValue, Request, Response, StatusCode, Version};
+use axum::http::{
+    header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Version,
+};
 use axum::response::IntoResponse;
 use axum::Router;
 use bytes::Bytes;
@@ -40,7 +42,7 @@ use crate::api::error::ApiError;
 const PREFIX: &[u8] = b"GET /v1/me/events";
 /// The largest request head accepted (a bearer token and a browser's headers fit
 /// many times over).
-pub const MAX_HEAD: usize = 16 * 1024;
+const MAX_HEAD: usize = 16 * 1024;
 /// The most header lines accepted.
 const MAX_HEADERS: usize = 64;
 /// How long a client may take to send its request head.
@@ -168,8 +170,7 @@ fn parse_head(
 }
 
 /// Writes the status line and headers; `framing` replaces any length headers.
-fn head_bytes(response: &Response<Body>, version: Version, framing: &str) -> Vec<u8> {
-    let status = response.status();
+fn head_bytes(status: StatusCode, headers: &HeaderMap, version: Version, framing: &str) -> Vec<u8> {
     let mut head = Vec::with_capacity(512);
     let minor = if version == Version::HTTP_10 { 0 } else { 1 };
     let _ = write!(
@@ -178,7 +179,7 @@ fn head_bytes(response: &Response<Body>, version: Version, framing: &str) -> Vec
         status.as_str(),
         status.canonical_reason().unwrap_or("")
     );
-    for (name, value) in response.headers() {
+    for (name, value) in headers {
         if matches!(
             *name,
             header::CONTENT_LENGTH | header::TRANSFER_ENCODING | header::CONNECTION
@@ -220,7 +221,7 @@ async fn write_response(
     } else {
         ""
     };
-    let head = head_bytes(&response, version, framing);
+    let head = head_bytes(response.status(), response.headers(), version, framing);
     // Keep only the body: the headers and extensions are not needed any more.
     let mut body = response.into_body();
     stream.write_all(&head).await?;
@@ -281,9 +282,9 @@ async fn write_whole(
     let body = axum::body::to_bytes(body, MAX_ANSWER)
         .await
         .unwrap_or_default();
-    let response = Response::from_parts(parts, ());
     let mut out = head_bytes(
-        &response.map(|()| Body::empty()),
+        parts.status,
+        &parts.headers,
         version,
         &format!("content-length: {}\r\n", body.len()),
     );
