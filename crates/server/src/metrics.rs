@@ -22,7 +22,7 @@ pub struct TransportLabels {
     pub transport: &'static str,
 }
 
-/// The methods whose request counters are kept at hand (see [`Metrics::count_request`]).
+/// The methods whose request counters are kept at hand (see [`Metrics::request_counter`]).
 const COUNTED_METHODS: [&str; 9] = [
     "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
 ];
