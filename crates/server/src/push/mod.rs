@@ -1,7 +1,7 @@
 //! Pushing revisions to open event streams: the [`Hub`] of per-user slots, and the
 //! streams that watch them: SSE ([`sse`]), WebSocket ([`ws`]), the changelog for
 //! replicas ([`changes`]), the connections that carry SSE streams without hyper
-//! ([`direct`]), the single-use tickets that open them without headers
+//! (`direct`), the single-use tickets that open them without headers
 //! ([`tickets`]) and the per-user stream limit ([`open_streams`]).
 
 pub mod changes;
