@@ -89,6 +89,7 @@ pub async fn run_router(
         signal_state.shutting_down.store(true, Ordering::Relaxed);
         let _ = stop_tx.send(true);
         signal_state.streams_stop.send_replace(true);
+        signal_state.hub.close_all();
     })
     .await;
     if !state.open_streams.wait_all_closed(STREAM_DRAIN).await {

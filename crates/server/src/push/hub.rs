@@ -1,7 +1,8 @@
 //! The hub: one latest-revision slot per online user. A connection holds a
 //! `watch::Receiver` of its user's slot and nothing else, so its state is O(1)
 //! and a slow reader can never make the server queue: it only ever sees the latest
-//! value. Publishing touches only the slots of online affected users.
+//! value. Publishing touches only the slots of online affected users. Shutdown
+//! is announced through the same slots, so a connection waits on one thing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -26,6 +27,9 @@ pub struct SlotState {
     /// rather than the last end alone, because two ends in a row would otherwise
     /// coalesce and a connection that had not looked in between would miss its own.
     pub ended: Arc<[(String, SessionEnd)]>,
+    /// The server is shutting down: every connection closes so its client
+    /// reconnects elsewhere.
+    pub closing: bool,
 }
 
 /// How many ended sessions a slot remembers. Connections also consult the
@@ -96,7 +100,7 @@ fn raise(
 impl Drop for Slot {
     fn drop(&mut self) {
         if let Some(hub) = self.hub.upgrade() {
-            let mut slots = hub.slots.lock().unwrap_or_else(|e| e.into_inner());
+            let slots = &mut hub.lock().by_user;
             // Only remove our own entry: a new slot may already have replaced it.
             if slots
                 .get(self.user.as_str())
@@ -110,7 +114,20 @@ impl Drop for Slot {
 
 #[derive(Default)]
 struct HubInner {
-    slots: Mutex<HashMap<UserId, Weak<Slot>>>,
+    slots: Mutex<Slots>,
+}
+
+#[derive(Default)]
+struct Slots {
+    by_user: HashMap<UserId, Weak<Slot>, foldhash::fast::RandomState>,
+    /// Set once shutdown began; a slot created later starts closed.
+    closing: bool,
+}
+
+impl HubInner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slots> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 #[derive(Clone, Default)]
@@ -135,8 +152,8 @@ impl Hub {
 
     /// The user's slot, created at `revision` if the user has no open connection.
     pub fn join(&self, user: &UserId, revision: u64, now: Timestamp) -> Arc<Slot> {
-        let mut slots = self.0.slots.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(slot) = slots.get(user.as_str()).and_then(Weak::upgrade) {
+        let mut slots = self.0.lock();
+        if let Some(slot) = slots.by_user.get(user.as_str()).and_then(Weak::upgrade) {
             return slot;
         }
         let state = SlotState {
@@ -145,37 +162,49 @@ impl Hub {
             sse_frame: sse_frame(revision),
             ws_text: ws_text(revision),
             ended: Arc::from([]),
+            closing: slots.closing,
         };
         let slot = Arc::new(Slot {
             user: user.clone(),
             tx: watch::Sender::new(state),
             hub: Arc::downgrade(&self.0),
         });
-        slots.insert(user.clone(), Arc::downgrade(&slot));
+        slots.by_user.insert(user.clone(), Arc::downgrade(&slot));
         slot
     }
 
     fn online(&self, user: &str) -> Option<Arc<Slot>> {
-        self.0
-            .slots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(user)
-            .and_then(Weak::upgrade)
+        self.0.lock().by_user.get(user).and_then(Weak::upgrade)
     }
 
     /// Announces revision `seq` to the online ones among `users`; returns how many
-    /// were online. The frames are encoded once for all of them.
+    /// were online. The frames are encoded once for all of them, and the map is
+    /// locked once: raising a slot only marks its connections' tasks runnable.
     pub fn publish(&self, users: &[UserId], seq: u64, committed_at: Timestamp) -> usize {
         let (sse, ws) = (sse_frame(seq), ws_text(seq));
-        let mut online = 0;
+        // Dropped after the lock: the last reference to a slot locks the map.
+        let mut raised = Vec::new();
+        let slots = self.0.lock();
         for user in users {
-            if let Some(slot) = self.online(user.as_str()) {
-                online += 1;
+            if let Some(slot) = slots.by_user.get(user.as_str()).and_then(Weak::upgrade) {
                 raise(&slot.tx, seq, committed_at, &sse, &ws);
+                raised.push(slot);
             }
         }
-        online
+        drop(slots);
+        raised.len()
+    }
+
+    /// Tells every connection, and every one that joins later, that the server
+    /// is shutting down.
+    pub fn close_all(&self) {
+        let mut slots = self.0.lock();
+        slots.closing = true;
+        let open: Vec<Arc<Slot>> = slots.by_user.values().filter_map(Weak::upgrade).collect();
+        drop(slots);
+        for slot in open {
+            slot.tx.send_modify(|s| s.closing = true);
+        }
     }
 
     /// Tells the connections of `sessions` that they ended.
@@ -198,11 +227,50 @@ impl Hub {
     /// How many users have at least one open connection.
     pub fn online_users(&self) -> usize {
         self.0
-            .slots
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .by_user
             .values()
             .filter(|w| w.strong_count() > 0)
             .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: &str) -> UserId {
+        UserId::parse(id).unwrap()
+    }
+
+    #[test]
+    fn publish_raises_online_users_only_and_never_lowers() {
+        let hub = Hub::new();
+        let alice = hub.join(&user("alice"), 3, Timestamp(0));
+        let rx = alice.subscribe();
+        assert_eq!(
+            hub.publish(&[user("alice"), user("bob")], 5, Timestamp(1)),
+            1
+        );
+        assert_eq!(rx.borrow().revision, 5);
+        assert_eq!(&rx.borrow().sse_frame[..], &sse_frame(5)[..]);
+        hub.publish(&[user("alice")], 4, Timestamp(2));
+        assert_eq!(rx.borrow().revision, 5);
+        drop((rx, alice));
+        assert_eq!(hub.online_users(), 0);
+        assert_eq!(hub.publish(&[user("alice")], 6, Timestamp(3)), 0);
+    }
+
+    #[test]
+    fn closing_reaches_open_slots_and_slots_joined_later() {
+        let hub = Hub::new();
+        let alice = hub.join(&user("alice"), 1, Timestamp(0));
+        let mut rx = alice.subscribe();
+        assert!(!rx.borrow_and_update().closing);
+        hub.close_all();
+        assert!(rx.has_changed().unwrap());
+        assert!(rx.borrow_and_update().closing);
+        let bob = hub.join(&user("bob"), 1, Timestamp(0));
+        assert!(bob.subscribe().borrow().closing);
     }
 }

@@ -1,9 +1,10 @@
-//! What every `/v1/me` event stream holds: its user's revision slot, the session
-//! and token expiry it answers to, the shutdown signal and its place in the
-//! stream count. SSE and WebSocket differ only in how they write [`Event`]s.
+//! What every `/v1/me` event stream holds: its user's revision slot (which also
+//! announces shutdown), the session and token expiry it answers to, and its place
+//! in the stream count. SSE and WebSocket differ only in how they write [`Event`]s.
 //!
 //! The state is O(1) per connection: a `watch::Receiver` of the user's slot (only
-//! the latest revision, never a queue), one timer for keepalives, and a few words.
+//! the latest revision, never a queue), one timer for both the next keepalive and
+//! the token's expiry, and a few words.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use axum::http::{header, HeaderMap};
 use bytes::Bytes;
 use permsync_core::{SessionEnd, Timestamp};
 use tokio::sync::watch;
-use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
+use tokio::time::{Instant, Sleep};
 
 use super::hub::{Slot, SlotState, ENDED_KEPT};
 use super::open_streams::{StreamGuard, Transport};
@@ -67,24 +68,17 @@ pub enum Event {
     Shutdown,
 }
 
-/// What a wait in [`Subscription::next`] woke up for.
-enum Woke {
-    Stop,
-    Changed,
-    Expired,
-    Tick,
-}
-
 pub struct Subscription {
     state: AppState,
     /// Keeps the user's slot online while this connection lives.
     _slot: Arc<Slot>,
     rx: watch::Receiver<SlotState>,
     sid: Option<String>,
-    /// Fires when the token's `exp` passes; armed once, not at every wait.
-    token_expiry: Pin<Box<Sleep>>,
-    stop: watch::Receiver<bool>,
-    keepalive: Interval,
+    /// Fires at the next keepalive or at the token's expiry, whichever is first.
+    timer: Pin<Box<Sleep>>,
+    keepalive_period: Duration,
+    /// When the token's `exp` passes.
+    expires: Instant,
     /// The highest revision this connection was sent (or told it already had).
     sent: u64,
     _guard: StreamGuard,
@@ -155,17 +149,19 @@ impl AppState {
         let rx = slot.subscribe();
         let until_exp =
             Duration::from_millis((caller.exp.saturating_mul(1000) - self.now().0).max(0) as u64);
-        let keepalive = keepalive.max(Duration::from_millis(10));
-        let mut keepalive = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
-        keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let keepalive_period = keepalive.max(Duration::from_millis(10));
+        let now = Instant::now();
+        let expires = now + until_exp;
         Ok(Subscription {
             state: self.clone(),
             _slot: slot,
             rx,
             sid: caller.sid,
-            token_expiry: Box::pin(tokio::time::sleep(until_exp)),
-            stop: self.streams_stop.subscribe(),
-            keepalive,
+            timer: Box::pin(tokio::time::sleep_until(
+                (now + keepalive_period).min(expires),
+            )),
+            keepalive_period,
+            expires,
             sent: 0,
             _guard: guard,
         })
@@ -181,70 +177,65 @@ impl Subscription {
     /// The first event: the current revision, sent at once. `None` when the client
     /// said (by `Last-Event-ID`) that it has exactly this revision already.
     pub fn first(&mut self, client_has: Option<u64>) -> Option<Event> {
-        let state = self.rx.borrow_and_update().clone();
-        // The session may have ended between authentication and joining the slot,
-        // before the slot was online to hear of it: ask the server's set too.
-        if let Some(reason) = self.ended(&state, true) {
-            return Some(Event::End(reason));
+        match self.look(true)? {
+            Event::Permissions { revision, .. } if client_has == Some(revision) => None,
+            event => Some(event),
         }
-        self.sent = state.revision;
-        if client_has == Some(state.revision) {
-            return None;
-        }
-        Some(Event::Permissions {
-            revision: state.revision,
-            committed_at: state.committed_at,
-            sse: state.sse_frame,
-            ws: state.ws_text,
-        })
     }
 
     /// Waits for the next thing to write. Cancel-safe: every branch is, and the
     /// connection's own state changes only after a branch completed.
     pub async fn next(&mut self) -> Event {
         loop {
-            let woke = tokio::select! {
+            let changed = tokio::select! {
                 biased;
-                _ = self.stop.wait_for(|stop| *stop) => Woke::Stop,
-                changed = self.rx.changed() => if changed.is_ok() { Woke::Changed } else { Woke::Stop },
-                () = &mut self.token_expiry => Woke::Expired,
-                _ = self.keepalive.tick() => Woke::Tick,
+                // The slot lives as long as this subscription, so its sender does.
+                _ = self.rx.changed() => true,
+                () = &mut self.timer => false,
             };
-            match woke {
-                Woke::Stop => return Event::Shutdown,
-                Woke::Expired => return Event::End(EndReason::TokenExpired),
-                Woke::Tick => return Event::Keepalive,
-                Woke::Changed => {}
+            if changed {
+                if let Some(event) = self.look(false) {
+                    return event;
+                }
+                continue;
             }
-            let state = self.rx.borrow_and_update().clone();
-            if let Some(reason) = self.ended(&state, false) {
-                return Event::End(reason);
+            let now = Instant::now();
+            if now >= self.expires {
+                return Event::End(EndReason::TokenExpired);
             }
-            // Coalesced by the watch: only ever the latest, and never one this
-            // connection has sent (strictly increasing per connection).
-            if state.revision > self.sent {
-                self.sent = state.revision;
-                return Event::Permissions {
-                    revision: state.revision,
-                    committed_at: state.committed_at,
-                    sse: state.sse_frame,
-                    ws: state.ws_text,
-                };
-            }
+            // A keepalive period passed: the next one is a period from now.
+            let next = (now + self.keepalive_period).min(self.expires);
+            self.timer.as_mut().reset(next);
+            return Event::Keepalive;
         }
     }
 
-    /// Whether this connection's session is among the ended ones.
-    fn ended(&self, state: &SlotState, ask_server: bool) -> Option<EndReason> {
-        let sid = self.sid.as_deref()?;
-        if let Some(reason) = state.ended_reason(sid) {
-            return Some(reason.into());
+    /// What the slot holds for this connection: shutdown, the end of its session,
+    /// or a revision to send; `None` when nothing is new. Coalesced by the watch
+    /// (only ever the latest), and a revision is never one this connection has
+    /// sent, so they strictly increase per connection; the `first` look sends the
+    /// current revision whatever it is. Only the shared frames are cloned.
+    fn look(&mut self, first: bool) -> Option<Event> {
+        let slot = self.rx.borrow_and_update();
+        if slot.closing {
+            return Some(Event::Shutdown);
         }
-        // The slot remembers the latest ends only; once its list is full an older
-        // end may have been pushed out, and the server's set still knows it (but
-        // not why, so such a stream is told `revoked`).
-        let ask_server = ask_server || state.ended.len() >= ENDED_KEPT;
-        (ask_server && self.state.session_ended(Some(sid))).then_some(EndReason::Revoked)
+        // The session may have ended between authentication and joining the slot,
+        // before the slot was online to hear of it: the first look asks the
+        // server's set too.
+        if let Some(reason) = ended(&self.state, self.sid.as_deref(), &slot, first) {
+            return Some(Event::End(reason));
+        }
+        if !first && slot.revision <= self.sent {
+            return None;
+        }
+        self.sent = slot.revision;
+        Some(Event::Permissions {
+            revision: slot.revision,
+            committed_at: slot.committed_at,
+            sse: slot.sse_frame.clone(),
+            ws: slot.ws_text.clone(),
+        })
     }
 
     /// Counts a written event. A permissions event that followed a change (`live`,
@@ -268,4 +259,22 @@ impl Subscription {
             Event::Keepalive | Event::Shutdown => {}
         }
     }
+}
+
+/// Whether session `sid` is among the ended ones.
+fn ended(
+    state: &AppState,
+    sid: Option<&str>,
+    slot: &SlotState,
+    ask_server: bool,
+) -> Option<EndReason> {
+    let sid = sid?;
+    if let Some(reason) = slot.ended_reason(sid) {
+        return Some(reason.into());
+    }
+    // The slot remembers the latest ends only; once its list is full an older
+    // end may have been pushed out, and the server's set still knows it (but
+    // not why, so such a stream is told `revoked`).
+    let ask_server = ask_server || slot.ended.len() >= ENDED_KEPT;
+    (ask_server && state.session_ended(Some(sid))).then_some(EndReason::Revoked)
 }
