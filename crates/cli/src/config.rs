@@ -27,8 +27,21 @@ pub struct FileConfig {
     pub audience: Option<String>,
     pub embed_permissions: Option<bool>,
     pub cors: Option<CorsConfig>,
+    pub streams: Option<StreamsConfig>,
     #[serde(default)]
     pub issuers: Vec<IssuerConfig>,
+}
+
+/// The `[streams]` table: event stream settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamsConfig {
+    /// Seconds between `: keepalive` comments on an SSE stream.
+    pub keepalive: Option<u64>,
+    /// Seconds between WebSocket pings.
+    pub ws_ping_interval: Option<u64>,
+    /// Open event streams allowed per user; one more is 429.
+    pub max_per_user: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -104,6 +117,9 @@ pub fn resolve(file: FileConfig, over: Overrides) -> anyhow::Result<Resolved> {
     server.cors_origins = over
         .cors_origins
         .unwrap_or_else(|| file.cors.map(|c| c.origins).unwrap_or_default());
+    if let Some(streams) = file.streams {
+        apply_streams(&mut server, streams)?;
+    }
     for issuer in file.issuers {
         server.external_issuers.push(external_issuer(issuer)?);
     }
@@ -118,6 +134,31 @@ pub fn resolve(file: FileConfig, over: Overrides) -> anyhow::Result<Resolved> {
             .unwrap_or_else(|| DEFAULT_DB.to_string()),
         server,
     })
+}
+
+/// The protocol promises a keepalive at least every 15 s, so that is the most.
+const MAX_KEEPALIVE_SECS: u64 = 15;
+
+fn apply_streams(server: &mut ServerConfig, c: StreamsConfig) -> anyhow::Result<()> {
+    if let Some(secs) = c.keepalive {
+        if !(1..=MAX_KEEPALIVE_SECS).contains(&secs) {
+            bail!("streams.keepalive must be between 1 and {MAX_KEEPALIVE_SECS} seconds");
+        }
+        server.stream_keepalive = Duration::from_secs(secs);
+    }
+    if let Some(secs) = c.ws_ping_interval {
+        if !(1..=60).contains(&secs) {
+            bail!("streams.ws_ping_interval must be between 1 and 60 seconds");
+        }
+        server.ws_ping_interval = Duration::from_secs(secs);
+    }
+    if let Some(n) = c.max_per_user {
+        if !(1..=1024).contains(&n) {
+            bail!("streams.max_per_user must be between 1 and 1024");
+        }
+        server.max_streams_per_user = n;
+    }
+    Ok(())
 }
 
 fn external_issuer(c: IssuerConfig) -> anyhow::Result<ExternalIssuer> {
@@ -143,4 +184,46 @@ fn external_issuer(c: IssuerConfig) -> anyhow::Result<ExternalIssuer> {
         aud: c.aud,
         key,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve_toml(text: &str) -> anyhow::Result<Resolved> {
+        let file: FileConfig = toml::from_str(text)?;
+        resolve(file, Overrides::default())
+    }
+
+    #[test]
+    fn stream_settings_come_from_the_streams_table() {
+        let r = resolve_toml("[streams]\nkeepalive = 5\nws_ping_interval = 20\nmax_per_user = 4\n")
+            .unwrap();
+        assert_eq!(r.server.stream_keepalive, Duration::from_secs(5));
+        assert_eq!(r.server.ws_ping_interval, Duration::from_secs(20));
+        assert_eq!(r.server.max_streams_per_user, 4);
+        let defaults = resolve_toml("").unwrap().server;
+        assert_eq!(defaults.stream_keepalive, Duration::from_secs(15));
+        assert_eq!(defaults.max_streams_per_user, 16);
+    }
+
+    #[test]
+    fn stream_settings_out_of_range_are_named() {
+        for (toml, named) in [
+            ("keepalive = 0", "streams.keepalive"),
+            ("keepalive = 16", "streams.keepalive"),
+            ("ws_ping_interval = 0", "streams.ws_ping_interval"),
+            ("ws_ping_interval = 61", "streams.ws_ping_interval"),
+            ("max_per_user = 0", "streams.max_per_user"),
+            ("max_per_user = 1025", "streams.max_per_user"),
+            ("keepalive_secs = 5", "keepalive_secs"),
+            ("max_per_user = -1", "max_per_user"),
+        ] {
+            let err = match resolve_toml(&format!("[streams]\n{toml}\n")) {
+                Ok(_) => panic!("{toml} was accepted"),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains(named), "{toml}: {err}");
+        }
+    }
 }
