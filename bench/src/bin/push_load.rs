@@ -22,8 +22,11 @@
 //! connection; (B) with those idle, `--grants` single-user grants over the admin
 //! API, timing request-sent → event-read on one probe connection; (C) role edits
 //! of `team`, timing request-sent → the last of its online members read the
-//! event; (D) a reconnect storm of the idle connections, timing until every one
-//! has read its first event again; (E) grow to `--max` connections, RSS again,
+//! event, then the same edits with the client processes stopped (SIGSTOP), timing
+//! until the server counted every frame sent: the server alone on the cores, as
+//! with its clients on other machines (the clients then resume and must still
+//! read every event); (D) a reconnect storm of the idle connections, timing
+//! until every one has read its first event again; (E) grow to `--max` connections, RSS again,
 //! and role edits of `all`, whose `--members` members are partly online;
 //! (F) SIGTERM, timing the graceful shutdown with every stream open.
 
@@ -466,6 +469,24 @@ struct ClientProcess {
     count: usize,
 }
 
+/// A child process that is killed if the driver ends early (an error), so no
+/// server or client outlives a failed run.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ClientProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl ClientProcess {
     fn spawn(
         addr: SocketAddr,
@@ -613,6 +634,88 @@ async fn role_edit(
     })
 }
 
+/// A counter's value in the server's `/metrics`.
+async fn counter(http: &reqwest::Client, base: &str, name: &str) -> Result<u64, BoxError> {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .ok_or_else(|| format!("no {name} in /metrics").into())
+}
+
+/// The client processes, stopped (SIGSTOP) until this is dropped (SIGCONT).
+struct Stopped(Vec<u32>);
+
+impl Stopped {
+    fn new(processes: &[ClientProcess]) -> Result<Self, BoxError> {
+        let stopped = Stopped(processes.iter().map(|p| p.child.id()).collect());
+        stopped.signal("-STOP")?;
+        Ok(stopped)
+    }
+
+    fn signal(&self, signal: &str) -> Result<(), BoxError> {
+        for pid in &self.0 {
+            Command::new("kill")
+                .args([signal, &pid.to_string()])
+                .status()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.signal("-CONT");
+    }
+}
+
+/// A role edit with the client processes stopped, so the server has both cores
+/// to itself as it would with its clients on other machines: the time until it
+/// counted `online` more events sent (polled every 2 ms; each is counted as its
+/// frame is handed to the socket), and the HTTP answer. The clients resume
+/// afterwards and must still read every event.
+async fn role_edit_server_alone(
+    http: &reqwest::Client,
+    base: &str,
+    admin: &str,
+    role: &str,
+    permissions: serde_json::Value,
+    processes: &mut [ClientProcess],
+    online: u64,
+) -> Result<RoleEdit, BoxError> {
+    const SENT: &str = "permsync_events_sent_total";
+    let target = counter(http, base, SENT).await? + online;
+    let stopped = Stopped::new(processes)?;
+    let t0 = now_us();
+    let res = http
+        .put(format!("{base}/v1/roles/{role}"))
+        .bearer_auth(admin)
+        .json(&json!({ "permissions": permissions }))
+        .send()
+        .await?;
+    let answered = now_us();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while counter(http, base, SENT).await? < target && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let written = now_us();
+    drop(stopped);
+    let seq = res.error_for_status()?.json::<serde_json::Value>().await?["seq"]
+        .as_u64()
+        .ok_or("no seq")?;
+    let (_, missing) = broadcast(processes, &format!("expect {seq}"))?;
+    Ok(RoleEdit {
+        all_ms: ms(written.saturating_sub(t0)),
+        answer_ms: ms(answered.saturating_sub(t0)),
+        missing,
+        server: String::new(),
+    })
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -682,11 +785,13 @@ async fn drive(args: &[String]) -> Result<(), BoxError> {
     ));
 
     // The server, in its own process.
-    let mut server = Command::new(std::env::current_exe()?)
-        .args(["serve", &db])
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let mut server_out = std::io::BufReader::new(server.stdout.take().ok_or("no stdout")?);
+    let mut server = Reaped(
+        Command::new(std::env::current_exe()?)
+            .args(["serve", &db])
+            .stdout(Stdio::piped())
+            .spawn()?,
+    );
+    let mut server_out = std::io::BufReader::new(server.0.stdout.take().ok_or("no stdout")?);
     let mut line = String::new();
     server_out.read_line(&mut line)?;
     let addr: SocketAddr = line
@@ -694,7 +799,7 @@ async fn drive(args: &[String]) -> Result<(), BoxError> {
         .nth(1)
         .ok_or("no address from the server")?
         .parse()?;
-    let pid = server.id();
+    let pid = server.0.id();
     let http = reqwest::Client::new();
     let base = format!("http://{addr}");
     http.get(format!("{base}/readyz"))
@@ -798,6 +903,27 @@ async fn drive(args: &[String]) -> Result<(), BoxError> {
             e.server
         ));
     }
+    for r in 0..o.rounds {
+        let permissions = json!(["doc:read", format!("doc:s{r}")]);
+        let e = role_edit_server_alone(
+            &http,
+            &base,
+            &admin,
+            "team",
+            permissions,
+            &mut processes,
+            o.idle as u64,
+        )
+        .await?;
+        say(format!(
+            "C. role edit #{} touching {} online members, clients stopped (the server alone on the cores): request sent → every frame handed to its socket {:.1} ms (HTTP answer {:.1} ms; after resuming, {} missing)",
+            r + 1,
+            o.idle,
+            e.all_ms,
+            e.answer_ms,
+            e.missing,
+        ));
+    }
 
     // (D) reconnect storm.
     let t0 = now_us();
@@ -862,7 +988,7 @@ async fn drive(args: &[String]) -> Result<(), BoxError> {
     Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()?;
-    let status = server.wait()?;
+    let status = server.0.wait()?;
     say(format!(
         "F. SIGTERM → server exited ({status}) after {:.2} s with {online} streams open",
         started.elapsed().as_secs_f64()
