@@ -2,7 +2,7 @@
 //! `watch::Receiver` of its user's slot and nothing else, so its state is O(1)
 //! and a slow reader can never make the server queue: it only ever sees the latest
 //! value. Publishing touches only the slots of online affected users. Shutdown
-//! is announced through the same slots, so a connection waits on one thing.
+//! is announced through the same slots, so a connection needs no second channel.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
