@@ -550,13 +550,8 @@ fn broadcast(processes: &mut [ClientProcess], command: &str) -> Result<(u64, u64
 /// The server's histogram of commit → frame written, as (upper bound in ms,
 /// cumulative count) per bucket.
 async fn push_buckets(http: &reqwest::Client, base: &str) -> Result<Vec<(f64, u64)>, BoxError> {
-    let text = http
-        .get(format!("{base}/metrics"))
-        .send()
+    Ok(metrics(http, base)
         .await?
-        .text()
-        .await?;
-    Ok(text
         .lines()
         .filter_map(|l| l.strip_prefix("permsync_push_latency_seconds_bucket{le=\""))
         .filter_map(|l| {
@@ -603,18 +598,35 @@ struct RoleEdit {
     server: String,
 }
 
-/// Sets `role` to `permissions` over the admin API and waits for every member
-/// connection of `processes` to read the change.
-async fn role_edit(
+/// The server's `/metrics` text.
+async fn metrics(http: &reqwest::Client, base: &str) -> Result<String, BoxError> {
+    Ok(http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?)
+}
+
+/// A counter's value in the server's `/metrics`.
+async fn counter(http: &reqwest::Client, base: &str, name: &str) -> Result<u64, BoxError> {
+    metrics(http, base)
+        .await?
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .ok_or_else(|| format!("no {name} in /metrics").into())
+}
+
+/// Sets `role` to `permissions` over the admin API; returns when the request was
+/// sent and answered (Unix µs) and the change's seq.
+async fn set_role(
     http: &reqwest::Client,
     base: &str,
     admin: &str,
     role: &str,
     permissions: serde_json::Value,
-    processes: &mut [ClientProcess],
-) -> Result<RoleEdit, BoxError> {
-    let buckets = push_buckets(http, base).await?;
-    let t0 = now_us();
+) -> Result<(u64, u64, u64), BoxError> {
+    let sent = now_us();
     let res = http
         .put(format!("{base}/v1/roles/{role}"))
         .bearer_auth(admin)
@@ -625,6 +637,21 @@ async fn role_edit(
     let seq = res.error_for_status()?.json::<serde_json::Value>().await?["seq"]
         .as_u64()
         .ok_or("no seq")?;
+    Ok((sent, answered, seq))
+}
+
+/// Sets `role` to `permissions` and waits for every member connection of
+/// `processes` to read the change.
+async fn role_edit(
+    http: &reqwest::Client,
+    base: &str,
+    admin: &str,
+    role: &str,
+    permissions: serde_json::Value,
+    processes: &mut [ClientProcess],
+) -> Result<RoleEdit, BoxError> {
+    let buckets = push_buckets(http, base).await?;
+    let (t0, answered, seq) = set_role(http, base, admin, role, permissions).await?;
     let (last, missing) = broadcast(processes, &format!("expect {seq}"))?;
     Ok(RoleEdit {
         all_ms: ms(last.saturating_sub(t0)),
@@ -632,19 +659,6 @@ async fn role_edit(
         missing,
         server: server_side(&buckets, &push_buckets(http, base).await?),
     })
-}
-
-/// A counter's value in the server's `/metrics`.
-async fn counter(http: &reqwest::Client, base: &str, name: &str) -> Result<u64, BoxError> {
-    let text = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .ok_or_else(|| format!("no {name} in /metrics").into())
 }
 
 /// The client processes, stopped (SIGSTOP) until this is dropped (SIGCONT).
@@ -674,10 +688,10 @@ impl Drop for Stopped {
 }
 
 /// A role edit with the client processes stopped, so the server has both cores
-/// to itself as it would with its clients on other machines: the time until it
-/// counted `online` more events sent (polled every 2 ms; each is counted as its
-/// frame is handed to the socket), and the HTTP answer. The clients resume
-/// afterwards and must still read every event.
+/// to itself as it would with its clients on other machines. Returns the ms until
+/// the server counted `online` more events sent (polled every 2 ms; each is
+/// counted as its frame is handed to the socket), the ms until the HTTP answer,
+/// and how many members missed the event once the clients resumed.
 async fn role_edit_server_alone(
     http: &reqwest::Client,
     base: &str,
@@ -686,34 +700,23 @@ async fn role_edit_server_alone(
     permissions: serde_json::Value,
     processes: &mut [ClientProcess],
     online: u64,
-) -> Result<RoleEdit, BoxError> {
+) -> Result<(f64, f64, u64), BoxError> {
     const SENT: &str = "permsync_events_sent_total";
     let target = counter(http, base, SENT).await? + online;
     let stopped = Stopped::new(processes)?;
-    let t0 = now_us();
-    let res = http
-        .put(format!("{base}/v1/roles/{role}"))
-        .bearer_auth(admin)
-        .json(&json!({ "permissions": permissions }))
-        .send()
-        .await?;
-    let answered = now_us();
+    let (t0, answered, seq) = set_role(http, base, admin, role, permissions).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while counter(http, base, SENT).await? < target && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let written = now_us();
     drop(stopped);
-    let seq = res.error_for_status()?.json::<serde_json::Value>().await?["seq"]
-        .as_u64()
-        .ok_or("no seq")?;
     let (_, missing) = broadcast(processes, &format!("expect {seq}"))?;
-    Ok(RoleEdit {
-        all_ms: ms(written.saturating_sub(t0)),
-        answer_ms: ms(answered.saturating_sub(t0)),
+    Ok((
+        ms(written.saturating_sub(t0)),
+        ms(answered.saturating_sub(t0)),
         missing,
-        server: String::new(),
-    })
+    ))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -905,7 +908,7 @@ async fn drive(args: &[String]) -> Result<(), BoxError> {
     }
     for r in 0..o.rounds {
         let permissions = json!(["doc:read", format!("doc:s{r}")]);
-        let e = role_edit_server_alone(
+        let (written_ms, answer_ms, missing) = role_edit_server_alone(
             &http,
             &base,
             &admin,
@@ -916,12 +919,9 @@ async fn drive(args: &[String]) -> Result<(), BoxError> {
         )
         .await?;
         say(format!(
-            "C. role edit #{} touching {} online members, clients stopped (the server alone on the cores): request sent → every frame handed to its socket {:.1} ms (HTTP answer {:.1} ms; after resuming, {} missing)",
+            "C. role edit #{} touching {} online members, clients stopped (the server alone on the cores): request sent → every frame handed to its socket {written_ms:.1} ms (HTTP answer {answer_ms:.1} ms; after resuming, {missing} missing)",
             r + 1,
             o.idle,
-            e.all_ms,
-            e.answer_ms,
-            e.missing,
         ));
     }
 
@@ -971,13 +971,8 @@ async fn drive(args: &[String]) -> Result<(), BoxError> {
             e.server
         ));
     }
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    for l in metrics.lines().filter(|l| {
+    let text = metrics(&http, &base).await?;
+    for l in text.lines().filter(|l| {
         l.starts_with("permsync_open_streams{") || l.starts_with("permsync_events_sent")
     }) {
         say(format!("   metrics: {l}"));
