@@ -12,8 +12,9 @@ use crate::state::AppState;
 const BATCH: u32 = 1000;
 
 impl AppState {
-    /// Applies every committed change not applied yet. Handlers call it after their
-    /// own commit, so they answer with their change applied (read-your-writes).
+    /// Applies every change committed before the call and not applied yet (and
+    /// maybe some committed since). Handlers call it after their own commit, so
+    /// they answer with their change applied (read-your-writes).
     pub async fn catch_up(&self) -> Result<u64, permsync_store::StoreError> {
         let _one_applier = self.applier.lock().await;
         loop {
@@ -47,6 +48,13 @@ impl AppState {
             }
             if let Some(last) = changes.last() {
                 self.applied_seq_watch.send_replace(last.seq);
+            }
+            // A short batch held every change committed before it was read, the
+            // caller's own among them: answer now instead of asking again. The
+            // extra round trip would also put the caller behind every stream task
+            // this batch woke, delaying its answer by the whole fan-out.
+            if changes.len() < BATCH as usize {
+                return Ok(self.index().applied_seq());
             }
         }
     }

@@ -834,3 +834,21 @@ async fn state_survives_reopening_the_store() {
         .index()
         .can("bob", "x:y", None, permsync_server::time::now()));
 }
+
+#[tokio::test]
+async fn one_catch_up_applies_more_changes_than_one_changelog_read_returns() {
+    let s = TestServer::new().await;
+    s.user("alice").await;
+    let users = [permsync_core::UserId::parse("alice").unwrap()];
+    // Written straight to the store, as another process would; 2,500 is more
+    // than the tail reads at once.
+    for _ in 0..2500 {
+        s.store
+            .invalidate("test", &users, None, permsync_server::time::now())
+            .await
+            .unwrap();
+    }
+    let applied = s.state.catch_up().await.unwrap();
+    assert_eq!(applied, s.store.last_seq().await.unwrap());
+    assert_eq!(s.revision("alice"), applied);
+}
