@@ -385,45 +385,41 @@ impl UserTable {
         (tag >> 7) as usize & mask
     }
 
-    /// The record of `name`, if it has one.
+    /// Where `name` is: `Ok` with its slot, or `Err` with the empty slot that
+    /// ends its probe sequence. The table must not be empty.
     #[inline]
-    pub(super) fn get(&self, name: &str) -> Option<&[u64]> {
-        if self.slots.is_empty() {
-            return None;
-        }
-        let tag = self.tag(name);
+    fn probe(&self, tag: u64, name: &str) -> Result<usize, usize> {
         let mask = self.slots.len() - 1;
         let mut i = Self::start(tag, mask);
         loop {
             let (t, record) = &self.slots[i];
             if *t == 0 {
-                return None;
+                return Err(i);
             }
             if *t == tag && record_is(record, name.as_bytes()) {
-                return Some(record);
+                return Ok(i);
             }
             i = (i + 1) & mask;
         }
     }
 
-    /// `name`'s record, to replace.
-    pub(super) fn get_mut(&mut self, name: &str) -> Option<&mut Box<[u64]>> {
+    #[inline]
+    fn find(&self, name: &str) -> Option<usize> {
         if self.slots.is_empty() {
             return None;
         }
-        let tag = self.tag(name);
-        let mask = self.slots.len() - 1;
-        let mut i = Self::start(tag, mask);
-        loop {
-            let t = self.slots[i].0;
-            if t == 0 {
-                return None;
-            }
-            if t == tag && record_is(&self.slots[i].1, name.as_bytes()) {
-                return Some(&mut self.slots[i].1);
-            }
-            i = (i + 1) & mask;
-        }
+        self.probe(self.tag(name), name).ok()
+    }
+
+    /// The record of `name`, if it has one.
+    #[inline]
+    pub(super) fn get(&self, name: &str) -> Option<&[u64]> {
+        self.find(name).map(|i| &*self.slots[i].1)
+    }
+
+    /// `name`'s record, to replace.
+    pub(super) fn get_mut(&mut self, name: &str) -> Option<&mut Box<[u64]>> {
+        self.find(name).map(|i| &mut self.slots[i].1)
     }
 
     /// Sets `name`'s record (`record` must be `name`'s, from [`pack_record`]).
@@ -433,20 +429,12 @@ impl UserTable {
             self.grow();
         }
         let tag = self.tag(name);
-        let mask = self.slots.len() - 1;
-        let mut i = Self::start(tag, mask);
-        loop {
-            let slot = &mut self.slots[i];
-            if slot.0 == 0 {
-                *slot = (tag, record);
+        match self.probe(tag, name) {
+            Ok(i) => self.slots[i].1 = record,
+            Err(i) => {
+                self.slots[i] = (tag, record);
                 self.len += 1;
-                return;
             }
-            if slot.0 == tag && record_is(&slot.1, name.as_bytes()) {
-                slot.1 = record;
-                return;
-            }
-            i = (i + 1) & mask;
         }
     }
 
