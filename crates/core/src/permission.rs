@@ -125,7 +125,7 @@ impl PermissionSet {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -175,11 +175,13 @@ mod tests {
         }
     }
 
-    mod props {
+    pub(crate) mod props {
         use super::*;
         use proptest::prelude::*;
 
-        fn perm() -> impl Strategy<Value = String> {
+        /// Valid permission patterns over a small alphabet, so that generated
+        /// patterns often match each other.
+        pub(crate) fn perm() -> impl Strategy<Value = String> {
             prop_oneof![
                 Just("*".to_string()),
                 ("[a-c]{1,2}(:[a-c]{1,2}){0,3}", any::<bool>()).prop_map(|(s, w)| if w {

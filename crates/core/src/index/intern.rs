@@ -677,18 +677,8 @@ mod tests {
 
     mod props {
         use super::*;
+        use crate::permission::tests::props::perm;
         use proptest::prelude::*;
-
-        fn perm() -> impl Strategy<Value = String> {
-            prop_oneof![
-                Just("*".to_string()),
-                ("[a-c]{1,2}(:[a-c]{1,2}){0,3}", any::<bool>()).prop_map(|(s, w)| if w {
-                    format!("{s}:*")
-                } else {
-                    s
-                }),
-            ]
-        }
 
         fn checked() -> impl Strategy<Value = String> {
             prop_oneof![perm(), "[a-c:*]{0,8}"]
