@@ -41,7 +41,8 @@ pub struct Inner {
     pub tickets: Tickets,
     /// Open event streams, per user and in total.
     pub open_streams: OpenStreams,
-    /// Turns true when shutdown begins: every stream watches it and ends cleanly.
+    /// Turns true when shutdown begins: no stream opens after it, and the change
+    /// streams watch it to end cleanly (event streams hear it from their slots).
     pub streams_stop: tokio::sync::watch::Sender<bool>,
     /// The `seq` of the last change applied; the change streams wait on it.
     pub applied_seq_watch: tokio::sync::watch::Sender<u64>,
@@ -80,6 +81,10 @@ impl AppState {
             .context("loading ended sessions")?;
         let metrics = Metrics::new();
         metrics.applied_seq.set(applied_seq as i64);
+        let hub = Hub::new(crate::push::PushCounters {
+            events_sent: metrics.events_sent.clone(),
+            push_latency_seconds: metrics.push_latency_seconds.clone(),
+        });
         let tickets = Tickets::new(config.stream_ticket_ttl);
         let open_streams = OpenStreams::new(config.max_streams_per_user);
         Ok(AppState(Arc::new(Inner {
@@ -90,7 +95,7 @@ impl AppState {
             limits: Limits::new(&config),
             config,
             metrics,
-            hub: Hub::new(),
+            hub,
             ended_sessions: RwLock::new(ended.into_iter().collect()),
             applier: tokio::sync::Mutex::new(()),
             shutting_down: AtomicBool::new(false),

@@ -121,7 +121,17 @@ impl Live {
     }
 
     async fn sse_with(&self, path: &str, token: Option<&str>, headers: &[(&str, &str)]) -> Sse {
-        let mut req = self.http.get(self.url(path));
+        self.sse_on(&self.http, path, token, headers).await
+    }
+
+    async fn sse_on(
+        &self,
+        http: &reqwest::Client,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Sse {
+        let mut req = http.get(self.url(path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -479,6 +489,66 @@ async fn a_role_edit_reaches_every_online_member_and_nobody_else() {
     assert_eq!(streams[0].revision().await, seq);
     assert_eq!(streams[1].revision().await, seq);
     streams[2].quiet().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_edits_in_a_row_reach_hundreds_of_members_in_order() {
+    // More members than one publishing task writes to, so the frames of each
+    // edit are written by several tasks at once, and those of consecutive edits
+    // overlap.
+    const MEMBERS: usize = 600;
+    let live = Live::start(fast_config()).await;
+    live.s.role("crowd", &["doc:read"]).await;
+    let now = permsync_server::time::now();
+    let role = permsync_core::RoleName::parse("crowd").unwrap();
+    let mut streams = Vec::new();
+    for i in 0..MEMBERS {
+        let user = UserId::parse(&format!("member{i}")).unwrap();
+        live.s
+            .store
+            .create_user("test", &user, None, now)
+            .await
+            .unwrap();
+        let binding = permsync_store::NewBinding {
+            user: user.clone(),
+            role: role.clone(),
+            scope: None,
+            expires_at: None,
+        };
+        live.s
+            .store
+            .add_binding("test", binding, now)
+            .await
+            .unwrap();
+    }
+    live.s.state.catch_up().await.unwrap();
+    for i in 0..MEMBERS {
+        // A client of its own each, so every stream is a connection's first
+        // request, as a browser's stream usually is.
+        let token = live.s.token(&format!("member{i}"));
+        let mut sse = live
+            .sse_on(&reqwest::Client::new(), "/v1/me/events", Some(&token), &[])
+            .await;
+        sse.opening().await;
+        streams.push(sse);
+    }
+    let admin = live.s.token("admin");
+    let mut last = 0;
+    for k in 0..10 {
+        let (status, body) = live
+            .send(
+                reqwest::Method::PUT,
+                "/v1/roles/crowd",
+                &admin,
+                Some(json!({"permissions": ["doc:read", format!("doc:r{k}")]})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        last = body["seq"].as_u64().unwrap();
+    }
+    for sse in &mut streams {
+        sse.until(last).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

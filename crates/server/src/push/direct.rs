@@ -7,19 +7,25 @@
 //! 1. reads and parses the request head (httparse; at most [`MAX_HEAD`] bytes, in
 //!    [`HEAD_TIMEOUT`]) into a bodiless request carrying `ConnectInfo`;
 //! 2. answers it with the same router as every other request, so middleware,
-//!    authentication, CORS and the SSE body of [`super::sse`] are all unchanged;
-//! 3. writes the response head, then each frame of the body as it comes, chunked
-//!    (HTTP/1.1) or delimited by closing (HTTP/1.0), and closes the connection when
-//!    the body ends or the peer goes away. Any other answer (an error) is written
-//!    whole, with its length, before closing.
+//!    authentication and CORS are all unchanged; the SSE handler sees the
+//!    request's [`Handoff`] and hands its [`Subscription`] over instead of
+//!    making a body of it;
+//! 3. writes the response head, then the stream's events, chunked (HTTP/1.1) or
+//!    delimited by closing (HTTP/1.0), and closes the connection when the stream
+//!    ends or the peer goes away. Any other answer (an error) is written whole,
+//!    with its length, before closing.
 //!
-//! What an idle stream then holds is its task, the socket and the body's state,
-//! and frames are written with one `write` each. Backpressure is the socket's own:
-//! the body is not polled while a write waits, so a client that stops reading
-//! holds its socket buffer and nothing more, and the revision slot coalesces.
+//! What an idle stream then holds is its task, the socket, the subscription and
+//! a [`DirectWriter`] in its user's slot, through which publishers write new
+//! revisions straight to the socket (one `write` each, no task woken; see
+//! [`super::writer`]). The task writes the rest: keepalives, the session's end,
+//! and what a full socket did not take. Backpressure is the socket's own: a
+//! client that stops reading holds its socket buffer and at most one partial
+//! frame, and the revision slot coalesces.
 
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
@@ -30,12 +36,14 @@ use axum::http::{
 use axum::response::IntoResponse;
 use axum::Router;
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
+use super::sse::{session_frame, KEEPALIVE, RETRY};
+use super::subscription::{Event, Subscription};
+use super::writer::DirectWriter;
 use crate::api::error::ApiError;
 
 /// The start of a request line this module serves; the next byte must end the path.
@@ -51,6 +59,23 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_SENT_AFTER_HEAD: usize = 64;
 /// The largest non-stream answer written (they are problem+json documents).
 const MAX_ANSWER: usize = 64 * 1024;
+
+/// A subscription and the revision its client said it has (`Last-Event-ID`).
+type HandedOver = (Subscription, Option<u64>);
+
+/// Where the SSE handler leaves a direct connection's subscription.
+#[derive(Clone, Default)]
+pub(crate) struct Handoff(Arc<Mutex<Option<HandedOver>>>);
+
+impl Handoff {
+    pub(crate) fn give(&self, subscription: Subscription, client_has: Option<u64>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((subscription, client_has));
+    }
+
+    fn take(&self) -> Option<HandedOver> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
 
 /// Whether the connection's first bytes, once some arrived, are an event stream
 /// request line. Anything else, or a first segment too short to tell, is left to
@@ -78,7 +103,7 @@ pub(crate) async fn serve(
         head = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream, remote)) => head,
         _ = shutdown.changed() => return,
     };
-    let (request, version) = match head {
+    let (mut request, version) = match head {
         Ok(Ok(Some(request))) => request,
         Ok(Ok(None)) | Err(_) => return,
         Ok(Err(refusal)) => {
@@ -86,11 +111,30 @@ pub(crate) async fn serve(
             return;
         }
     };
+    let handoff = Handoff::default();
+    request.extensions_mut().insert(handoff.clone());
     let response = match router.oneshot(request).await {
         Ok(response) => response,
         Err(infallible) => match infallible {},
     };
-    if let Err(e) = write_response(&mut stream, response, version).await {
+    let written = match handoff
+        .take()
+        .filter(|_| is_event_stream_response(&response))
+    {
+        Some((subscription, client_has)) => {
+            let chunked = version != Version::HTTP_10;
+            let framing = if chunked {
+                "transfer-encoding: chunked\r\n"
+            } else {
+                ""
+            };
+            let head = head_bytes(response.status(), response.headers(), version, framing);
+            drop(response);
+            write_stream(stream, head, chunked, subscription, client_has).await
+        }
+        None => write_whole(&mut stream, response, version).await,
+    };
+    if let Err(e) = written {
         tracing::debug!(error = %e, "event stream connection ended");
     }
 }
@@ -207,69 +251,131 @@ fn is_event_stream_response(response: &Response<Body>) -> bool {
             .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"))
 }
 
-async fn write_response(
-    stream: &mut TcpStream,
-    response: Response<Body>,
-    version: Version,
+/// Writes the response head, then the stream's events until it ends, the peer
+/// goes away or sends more than a few stray bytes.
+async fn write_stream(
+    stream: TcpStream,
+    head: Vec<u8>,
+    chunked: bool,
+    mut sub: Subscription,
+    client_has: Option<u64>,
 ) -> io::Result<()> {
-    if !is_event_stream_response(&response) {
-        return write_whole(stream, response, version).await;
+    let socket = Arc::new(stream);
+    // The writer holds the socket for this task until its first `end`, so
+    // publishers write nothing before the head and the first event.
+    let (writer, _attached) = sub.attach_writer(socket.clone(), chunked);
+    let mut out = Outgoing::new(&writer);
+    out.raw(head.into());
+    out.data(RETRY);
+    if let Some(event) = sub.first(client_has) {
+        sub.record_sent(&event, false);
+        out.event(event);
     }
-    let chunked = version != Version::HTTP_10;
-    let framing = if chunked {
-        "transfer-encoding: chunked\r\n"
-    } else {
-        ""
-    };
-    let head = head_bytes(response.status(), response.headers(), version, framing);
-    // Keep only the body: the headers and extensions are not needed any more.
-    let mut body = response.into_body();
-    stream.write_all(&head).await?;
-    drop(head);
-    let (mut reader, mut writer) = stream.split();
     let mut probe = [0u8; 16];
     let mut sent_after_head = 0;
     loop {
-        tokio::select! {
-            frame = body.frame() => match frame {
-                Some(Ok(frame)) => {
-                    if let Some(data) = frame.data_ref().filter(|d| !d.is_empty()) {
-                        writer.write_all(&encode(data, chunked)).await?;
-                    }
-                }
-                Some(Err(e)) => return Err(io::Error::other(e)),
-                None => {
-                    if chunked {
-                        writer.write_all(b"0\r\n\r\n").await?;
-                    }
-                    return Ok(());
-                }
-            },
+        out.write().await?;
+        if out.ends {
+            return Ok(());
+        }
+        writer.end(sub.sent());
+        let due = tokio::select! {
+            biased;
+            () = writer.woken() => None,
+            event = sub.due() => Some(event),
             // A client has nothing to send on a stream; reading tells when it goes
             // away. A few stray bytes (a trailing blank line) are ignored, more end it.
-            read = reader.read(&mut probe) => match read {
-                Ok(0) | Err(_) => return Ok(()),
-                Ok(n) => {
-                    sent_after_head += n;
-                    if sent_after_head > MAX_SENT_AFTER_HEAD {
-                        return Ok(());
+            ready = socket.readable() => {
+                ready?;
+                match socket.try_read(&mut probe) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => {
+                        sent_after_head += n;
+                        if sent_after_head > MAX_SENT_AFTER_HEAD {
+                            return Ok(());
+                        }
                     }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return Ok(()),
                 }
-            },
+                None
+            }
+        };
+        // Publishers leave the socket alone until `end`: first what one of them
+        // could not finish, then the timer's event, then what the slot holds.
+        let (rest, sent) = writer.begin();
+        if let Some(rest) = rest {
+            out.raw(rest);
+        }
+        if let Some(event) = due {
+            sub.record_sent(&event, true);
+            out.event(event);
+        }
+        if !out.ends {
+            if let Some(event) = sub.look_after(sent) {
+                sub.record_sent(&event, true);
+                out.event(event);
+            }
         }
     }
 }
 
-/// One frame as written: an HTTP/1.1 chunk, or the bytes themselves.
-fn encode(data: &Bytes, chunked: bool) -> Vec<u8> {
-    if !chunked {
-        return data.to_vec();
+/// What the task writes next, framed for the connection.
+struct Outgoing<'a> {
+    writer: &'a DirectWriter,
+    parts: Vec<Bytes>,
+    /// The stream ends after these bytes.
+    ends: bool,
+}
+
+impl<'a> Outgoing<'a> {
+    fn new(writer: &'a DirectWriter) -> Self {
+        Outgoing {
+            writer,
+            parts: Vec::new(),
+            ends: false,
+        }
     }
-    let mut out = Vec::with_capacity(data.len() + 12);
-    let _ = write!(out, "{:x}\r\n", data.len());
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\r\n");
-    out
+
+    fn raw(&mut self, bytes: Bytes) {
+        self.parts.push(bytes);
+    }
+
+    fn data(&mut self, data: &[u8]) {
+        self.parts.push(self.writer.encode(data));
+    }
+
+    fn event(&mut self, event: Event) {
+        match event {
+            Event::Permissions { frames, .. } => self.raw(if self.writer.chunked() {
+                frames.sse_chunk
+            } else {
+                frames.sse
+            }),
+            Event::Keepalive => self.data(KEEPALIVE),
+            Event::End(reason) => {
+                self.data(&session_frame(reason));
+                self.finish();
+            }
+            // Ending the body ends the response cleanly; the client reconnects
+            // (to another node) after the `retry` delay.
+            Event::Shutdown => self.finish(),
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.writer.chunked() {
+            self.raw(Bytes::from_static(b"0\r\n\r\n"));
+        }
+        self.ends = true;
+    }
+
+    async fn write(&mut self) -> io::Result<()> {
+        for part in self.parts.drain(..) {
+            self.writer.write_all(&part).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Writes a complete answer with its length, then ends the connection.
@@ -366,11 +472,9 @@ mod tests {
 
     #[test]
     fn chunks_frames() {
-        let frame = Bytes::from_static(b"data: {\"revision\":12}\n\n");
         assert_eq!(
-            encode(&frame, true),
-            b"17\r\ndata: {\"revision\":12}\n\n\r\n".to_vec()
+            &super::super::writer::chunk(b"data: {\"revision\":12}\n\n")[..],
+            b"17\r\ndata: {\"revision\":12}\n\n\r\n"
         );
-        assert_eq!(encode(&frame, false), frame.to_vec());
     }
 }

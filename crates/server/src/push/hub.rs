@@ -3,14 +3,53 @@
 //! and a slow reader can never make the server queue: it only ever sees the latest
 //! value. Publishing touches only the slots of online affected users. Shutdown
 //! is announced through the same slots, so a connection needs no second channel.
+//!
+//! A connection served by [`super::direct`] also registers a [`DirectWriter`] in
+//! its slot, and publishing offers each new frame to those writers straight away
+//! (see [`super::writer`] for why); large fan-outs are split into tasks, so every
+//! runtime worker writes a share.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use permsync_core::{SessionEnd, Timestamp, UserId};
 use tokio::sync::watch;
+
+use super::writer::{chunk, DirectWriter, PushCounters};
+
+/// A fan-out this small is written by the publisher itself.
+const WRITE_INLINE: usize = 64;
+/// A larger one is split into tasks of this many writes, which the runtime's
+/// workers share; small enough that none holds a worker for long.
+const WRITES_PER_TASK: usize = 256;
+
+/// The messages announcing one revision, encoded once and shared by every
+/// connection that sends them.
+#[derive(Debug, Clone)]
+pub struct Frames {
+    /// The SSE event.
+    pub sse: Bytes,
+    /// The same as an HTTP/1.1 chunk.
+    pub sse_chunk: Bytes,
+    /// The WebSocket text message.
+    pub ws: Utf8Bytes,
+}
+
+impl Frames {
+    pub fn new(revision: u64) -> Frames {
+        let sse =
+            format!("id: {revision}\nevent: permissions\ndata: {{\"revision\":{revision}}}\n\n");
+        Frames {
+            sse_chunk: chunk(sse.as_bytes()),
+            sse: Bytes::from(sse),
+            ws: Utf8Bytes::from(format!(
+                "{{\"type\":\"permissions\",\"revision\":{revision}}}"
+            )),
+        }
+    }
+}
 
 /// What every connection of one user watches.
 #[derive(Debug, Clone)]
@@ -18,10 +57,8 @@ pub struct SlotState {
     pub revision: u64,
     /// When the change that produced `revision` was committed.
     pub committed_at: Timestamp,
-    /// The SSE frame announcing `revision`, encoded once and shared.
-    pub sse_frame: Bytes,
-    /// The WebSocket text message announcing `revision`, encoded once and shared.
-    pub ws_text: Utf8Bytes,
+    /// The messages announcing `revision`.
+    pub frames: Frames,
     /// The latest sessions of this user that ended, with why (at most
     /// [`ENDED_KEPT`]); a connection of one of them says so and closes. A list
     /// rather than the last end alone, because two ends in a row would otherwise
@@ -50,7 +87,23 @@ impl SlotState {
 pub struct Slot {
     pub user: UserId,
     tx: watch::Sender<SlotState>,
+    /// The direct connections' writers, offered every new revision.
+    writers: Mutex<Vec<Arc<DirectWriter>>>,
     hub: Weak<HubInner>,
+}
+
+/// A writer's place in its slot, given up on drop.
+pub struct Attached {
+    slot: Arc<Slot>,
+    writer: Arc<DirectWriter>,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.slot
+            .writers()
+            .retain(|w| !Arc::ptr_eq(w, &self.writer));
+    }
 }
 
 impl Slot {
@@ -63,13 +116,26 @@ impl Slot {
     /// change applied between creating the slot and that read was published while
     /// the slot was not yet online, and would otherwise be missed.
     pub fn raise(&self, revision: u64, committed_at: Timestamp) {
-        raise(
-            &self.tx,
-            revision,
-            committed_at,
-            &sse_frame(revision),
-            &ws_text(revision),
-        );
+        if self.revision() < revision {
+            raise(&self.tx, revision, committed_at, &Frames::new(revision));
+        }
+    }
+
+    /// Registers a direct connection's writer, to be offered every revision
+    /// raised from now on, and stopped when the server closes.
+    pub fn attach(self: &Arc<Self>, writer: Arc<DirectWriter>) -> Attached {
+        self.writers().push(writer.clone());
+        if self.tx.borrow().closing {
+            writer.stop();
+        }
+        Attached {
+            slot: self.clone(),
+            writer,
+        }
+    }
+
+    fn writers(&self) -> MutexGuard<'_, Vec<Arc<DirectWriter>>> {
+        self.writers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The revision the slot holds now.
@@ -82,8 +148,7 @@ fn raise(
     tx: &watch::Sender<SlotState>,
     seq: u64,
     committed_at: Timestamp,
-    sse: &Bytes,
-    ws: &Utf8Bytes,
+    frames: &Frames,
 ) -> bool {
     tx.send_if_modified(|s| {
         if s.revision >= seq {
@@ -91,8 +156,7 @@ fn raise(
         }
         s.revision = seq;
         s.committed_at = committed_at;
-        s.sse_frame = sse.clone();
-        s.ws_text = ws.clone();
+        s.frames = frames.clone();
         true
     })
 }
@@ -130,80 +194,87 @@ impl HubInner {
     }
 }
 
-#[derive(Clone, Default)]
-pub struct Hub(Arc<HubInner>);
-
-pub fn sse_frame(revision: u64) -> Bytes {
-    Bytes::from(format!(
-        "id: {revision}\nevent: permissions\ndata: {{\"revision\":{revision}}}\n\n"
-    ))
-}
-
-pub fn ws_text(revision: u64) -> Utf8Bytes {
-    Utf8Bytes::from(format!(
-        "{{\"type\":\"permissions\",\"revision\":{revision}}}"
-    ))
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<HubInner>,
+    counters: PushCounters,
 }
 
 impl Hub {
-    pub fn new() -> Self {
-        Self::default()
+    /// A hub whose publishers count their writes in `counters`.
+    pub fn new(counters: PushCounters) -> Self {
+        Hub {
+            inner: Arc::default(),
+            counters,
+        }
+    }
+
+    /// What publishers count as they write.
+    pub(crate) fn counters(&self) -> &PushCounters {
+        &self.counters
     }
 
     /// The user's slot, created at `revision` if the user has no open connection.
     pub fn join(&self, user: &UserId, revision: u64, now: Timestamp) -> Arc<Slot> {
-        let mut slots = self.0.lock();
+        let mut slots = self.inner.lock();
         if let Some(slot) = slots.by_user.get(user.as_str()).and_then(Weak::upgrade) {
             return slot;
         }
         let state = SlotState {
             revision,
             committed_at: now,
-            sse_frame: sse_frame(revision),
-            ws_text: ws_text(revision),
+            frames: Frames::new(revision),
             ended: Arc::from([]),
             closing: slots.closing,
         };
         let slot = Arc::new(Slot {
             user: user.clone(),
             tx: watch::Sender::new(state),
-            hub: Arc::downgrade(&self.0),
+            writers: Mutex::default(),
+            hub: Arc::downgrade(&self.inner),
         });
         slots.by_user.insert(user.clone(), Arc::downgrade(&slot));
         slot
     }
 
     fn online(&self, user: &str) -> Option<Arc<Slot>> {
-        self.0.lock().by_user.get(user).and_then(Weak::upgrade)
+        self.inner.lock().by_user.get(user).and_then(Weak::upgrade)
     }
 
     /// Announces revision `seq` to the online ones among `users`; returns how many
     /// were online. The frames are encoded once for all of them, and the map is
-    /// locked once: raising a slot only marks its connections' tasks runnable.
+    /// locked once: raising a slot only marks its connections' tasks runnable,
+    /// and its direct writers are offered the frame (see the module docs).
     pub fn publish(&self, users: &[UserId], seq: u64, committed_at: Timestamp) -> usize {
-        let (sse, ws) = (sse_frame(seq), ws_text(seq));
+        let frames = Arc::new(Frames::new(seq));
+        let mut offers = Offers::new(self, seq, frames.clone(), committed_at);
         // Dropped after the lock: the last reference to a slot locks the map.
         let mut raised = Vec::new();
-        let slots = self.0.lock();
+        let slots = self.inner.lock();
         for user in users {
             if let Some(slot) = slots.by_user.get(user.as_str()).and_then(Weak::upgrade) {
-                raise(&slot.tx, seq, committed_at, &sse, &ws);
+                raise(&slot.tx, seq, committed_at, &frames);
+                offers.add(&slot.writers());
                 raised.push(slot);
             }
         }
         drop(slots);
+        offers.finish();
         raised.len()
     }
 
     /// Tells every connection, and every one that joins later, that the server
     /// is shutting down.
     pub fn close_all(&self) {
-        let mut slots = self.0.lock();
+        let mut slots = self.inner.lock();
         slots.closing = true;
         let open: Vec<Arc<Slot>> = slots.by_user.values().filter_map(Weak::upgrade).collect();
         drop(slots);
         for slot in open {
             slot.tx.send_modify(|s| s.closing = true);
+            for w in slot.writers().iter() {
+                w.stop();
+            }
         }
     }
 
@@ -221,12 +292,17 @@ impl Hub {
                     .map(|sid| (sid.clone(), reason));
                 s.ended = old.iter().cloned().chain(new).collect();
             });
+            for w in slot.writers().iter() {
+                if w.sid().is_some_and(|sid| sessions.iter().any(|s| s == sid)) {
+                    w.stop();
+                }
+            }
         }
     }
 
     /// How many users have at least one open connection.
     pub fn online_users(&self) -> usize {
-        self.0
+        self.inner
             .lock()
             .by_user
             .values()
@@ -235,9 +311,83 @@ impl Hub {
     }
 }
 
+/// The direct writers a publish offers its revision to: in tasks of
+/// [`WRITES_PER_TASK`], each spawned as soon as it is full so that the runtime's
+/// other workers start writing while the slots are still being raised; a
+/// fan-out of at most [`WRITE_INLINE`] (or one without a runtime) is written by
+/// the publisher itself. Each writer keeps its revisions in order, so tasks of
+/// two changes may run side by side.
+struct Offers<'a> {
+    hub: &'a Hub,
+    seq: u64,
+    frames: Arc<Frames>,
+    committed_at: Timestamp,
+    pending: Vec<Arc<DirectWriter>>,
+    runtime: Option<tokio::runtime::Handle>,
+    spawned: bool,
+}
+
+impl<'a> Offers<'a> {
+    fn new(hub: &'a Hub, seq: u64, frames: Arc<Frames>, committed_at: Timestamp) -> Self {
+        Offers {
+            hub,
+            seq,
+            frames,
+            committed_at,
+            pending: Vec::new(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
+            spawned: false,
+        }
+    }
+
+    fn add(&mut self, writers: &[Arc<DirectWriter>]) {
+        self.pending.extend(writers.iter().cloned());
+        if self.pending.len() >= WRITES_PER_TASK {
+            self.spawn();
+        }
+    }
+
+    fn spawn(&mut self) {
+        let Some(runtime) = &self.runtime else {
+            return;
+        };
+        let share = std::mem::take(&mut self.pending);
+        let (seq, frames, at) = (self.seq, self.frames.clone(), self.committed_at);
+        let counters = self.hub.counters.clone();
+        runtime.spawn(async move {
+            for w in &share {
+                w.offer(seq, &frames, at, &counters);
+            }
+        });
+        self.spawned = true;
+    }
+
+    fn finish(mut self) {
+        if self.spawned || self.pending.len() > WRITE_INLINE {
+            self.spawn();
+        }
+        for w in &self.pending {
+            w.offer(
+                self.seq,
+                &self.frames,
+                self.committed_at,
+                &self.hub.counters,
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hub() -> Hub {
+        let metrics = crate::metrics::Metrics::new();
+        Hub::new(PushCounters {
+            events_sent: metrics.events_sent,
+            push_latency_seconds: metrics.push_latency_seconds,
+        })
+    }
 
     fn user(id: &str) -> UserId {
         UserId::parse(id).unwrap()
@@ -245,7 +395,7 @@ mod tests {
 
     #[test]
     fn publish_raises_online_users_only_and_never_lowers() {
-        let hub = Hub::new();
+        let hub = hub();
         let alice = hub.join(&user("alice"), 3, Timestamp(0));
         let rx = alice.subscribe();
         assert_eq!(
@@ -253,7 +403,7 @@ mod tests {
             1
         );
         assert_eq!(rx.borrow().revision, 5);
-        assert_eq!(&rx.borrow().sse_frame[..], &sse_frame(5)[..]);
+        assert_eq!(rx.borrow().frames.sse, Frames::new(5).sse);
         hub.publish(&[user("alice")], 4, Timestamp(2));
         assert_eq!(rx.borrow().revision, 5);
         drop((rx, alice));
@@ -263,7 +413,7 @@ mod tests {
 
     #[test]
     fn closing_reaches_open_slots_and_slots_joined_later() {
-        let hub = Hub::new();
+        let hub = hub();
         let alice = hub.join(&user("alice"), 1, Timestamp(0));
         let mut rx = alice.subscribe();
         assert!(!rx.borrow_and_update().closing);

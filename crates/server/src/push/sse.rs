@@ -7,6 +7,10 @@
 //! the latest revision (the watch slot coalesced the rest). Permission frames are
 //! the slot's shared `Bytes`, written as they are.
 //!
+//! A connection served by [`super::direct`] (one whose first request is this
+//! stream) is handed the subscription itself instead, and writes the same events
+//! to its socket without a body in between.
+//!
 //! `Last-Event-ID`: when it equals the current revision, the first event is left
 //! out (the client has it); any other value, or none, gets the current revision
 //! at once. Later events are sent either way.
@@ -17,10 +21,12 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use bytes::Bytes;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use super::direct::Handoff;
 use super::open_streams::Transport;
 use super::subscription::{EndReason, Event, Subscription};
 use crate::api::error::ApiResult;
@@ -97,9 +103,10 @@ enum Phase {
         (status = 429, body = crate::api::error::Problem, description = "Too many open streams for this user"),
     ),
     security(("bearer" = [])))]
-pub async fn my_events(
+pub(crate) async fn my_events(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<StreamQuery>,
+    direct: Option<Extension<Handoff>>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let caller = state
@@ -108,7 +115,14 @@ pub async fn my_events(
     let subscription = state.subscribe(caller, Transport::Sse, state.config.stream_keepalive)?;
     let revision = subscription.current_revision();
     let client_has = last_event_id(&headers);
-    let body = Body::from_stream(events(subscription, client_has));
+    let body = match direct {
+        // A connection served without hyper writes the stream itself.
+        Some(Extension(handoff)) => {
+            handoff.give(subscription, client_has);
+            Body::empty()
+        }
+        None => Body::from_stream(events(subscription, client_has)),
+    };
     Ok((sse_headers(Some(revision)), body).into_response())
 }
 
@@ -135,7 +149,7 @@ fn events(
             };
             sub.record_sent(&event, live);
             let (bytes, next) = match event {
-                Event::Permissions { sse, .. } => (sse, Phase::Live),
+                Event::Permissions { frames, .. } => (frames.sse, Phase::Live),
                 Event::Keepalive => (Bytes::from_static(KEEPALIVE), Phase::Live),
                 Event::End(reason) => (session_frame(reason), Phase::Done),
                 // Ending the body ends the response cleanly; the client reconnects

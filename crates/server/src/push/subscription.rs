@@ -10,15 +10,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
 use axum::http::{header, HeaderMap};
-use bytes::Bytes;
 use permsync_core::{SessionEnd, Timestamp};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
-use super::hub::{Slot, SlotState, ENDED_KEPT};
+use super::hub::{Attached, Frames, Slot, SlotState, ENDED_KEPT};
 use super::open_streams::{StreamGuard, Transport};
+use super::writer::DirectWriter;
 use crate::api::error::ApiError;
 use crate::api::extract::Caller;
 use crate::state::AppState;
@@ -56,8 +55,7 @@ pub enum Event {
     Permissions {
         revision: u64,
         committed_at: Timestamp,
-        sse: Bytes,
-        ws: Utf8Bytes,
+        frames: Frames,
     },
     /// The session or the token ended: say so, then close.
     End(EndReason),
@@ -71,7 +69,7 @@ pub enum Event {
 pub struct Subscription {
     state: AppState,
     /// Keeps the user's slot online while this connection lives.
-    _slot: Arc<Slot>,
+    slot: Arc<Slot>,
     rx: watch::Receiver<SlotState>,
     sid: Option<String>,
     /// Fires at the next keepalive or at the token's expiry, whichever is first.
@@ -154,7 +152,7 @@ impl AppState {
         let expires = now + until_exp;
         Ok(Subscription {
             state: self.clone(),
-            _slot: slot,
+            slot,
             rx,
             sid: caller.sid,
             timer: Box::pin(tokio::time::sleep_until(
@@ -193,21 +191,56 @@ impl Subscription {
                 _ = self.rx.changed() => true,
                 () = &mut self.timer => false,
             };
-            if changed {
-                if let Some(event) = self.look(false) {
-                    return event;
-                }
-                continue;
+            if !changed {
+                return self.timer_fired();
             }
-            let now = Instant::now();
-            if now >= self.expires {
-                return Event::End(EndReason::TokenExpired);
+            if let Some(event) = self.look(false) {
+                return event;
             }
-            // A keepalive period passed: the next one is a period from now.
-            let next = (now + self.keepalive_period).min(self.expires);
-            self.timer.as_mut().reset(next);
-            return Event::Keepalive;
         }
+    }
+
+    /// Waits for the timer: a keepalive period passed, or the token expired.
+    /// Cancel-safe: the timer is reset only once it fired.
+    pub async fn due(&mut self) -> Event {
+        (&mut self.timer).await;
+        self.timer_fired()
+    }
+
+    fn timer_fired(&mut self) -> Event {
+        let now = Instant::now();
+        if now >= self.expires {
+            return Event::End(EndReason::TokenExpired);
+        }
+        // A keepalive period passed: the next one is a period from now.
+        let next = (now + self.keepalive_period).min(self.expires);
+        self.timer.as_mut().reset(next);
+        Event::Keepalive
+    }
+
+    /// What the slot holds that this connection has not sent: shutdown, the end
+    /// of its session, or a revision above `sent` (which a publisher's writer
+    /// may have raised since the last look).
+    pub fn look_after(&mut self, sent: u64) -> Option<Event> {
+        self.sent = self.sent.max(sent);
+        self.look(false)
+    }
+
+    /// The highest revision this connection sent.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// A writer for a connection whose socket publishers may write to directly,
+    /// registered in the user's slot while the returned guard lives.
+    pub fn attach_writer(
+        &self,
+        socket: Arc<tokio::net::TcpStream>,
+        chunked: bool,
+    ) -> (Arc<DirectWriter>, Attached) {
+        let writer = Arc::new(DirectWriter::new(socket, chunked, self.sid.clone()));
+        let attached = self.slot.attach(writer.clone());
+        (writer, attached)
     }
 
     /// What the slot holds for this connection: shutdown, the end of its session,
@@ -233,8 +266,7 @@ impl Subscription {
         Some(Event::Permissions {
             revision: slot.revision,
             committed_at: slot.committed_at,
-            sse: slot.sse_frame.clone(),
-            ws: slot.ws_text.clone(),
+            frames: slot.frames.clone(),
         })
     }
 
@@ -242,19 +274,12 @@ impl Subscription {
     /// not the first event of a connection) also records the time from its commit
     /// to its write.
     pub fn record_sent(&self, event: &Event, live: bool) {
-        let metrics = &self.state.metrics;
         match event {
-            Event::Permissions { committed_at, .. } => {
-                metrics.events_sent.inc();
-                if live {
-                    let latency_ms = (self.state.now().0 - committed_at.0).max(0);
-                    metrics
-                        .push_latency_seconds
-                        .observe(latency_ms as f64 / 1000.0);
-                }
+            Event::Permissions { committed_at, .. } if live => {
+                self.state.hub.counters().live_event(*committed_at);
             }
-            Event::End(_) => {
-                metrics.events_sent.inc();
+            Event::Permissions { .. } | Event::End(_) => {
+                self.state.metrics.events_sent.inc();
             }
             Event::Keepalive | Event::Shutdown => {}
         }

@@ -119,8 +119,8 @@ async fn serve(mut socket: WebSocket, mut sub: Subscription, ping_every: Duratio
         };
         sub.record_sent(&event, live);
         match event {
-            Event::Permissions { ws, .. } => {
-                if !send(&mut socket, Message::Text(ws), send_timeout).await {
+            Event::Permissions { frames, .. } => {
+                if !send(&mut socket, Message::Text(frames.ws), send_timeout).await {
                     return;
                 }
             }
