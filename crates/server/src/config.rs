@@ -27,7 +27,9 @@ pub struct ServerConfig {
     /// Allowed CORS origins; empty disables CORS.
     pub cors_origins: Vec<String>,
     pub external_issuers: Vec<permsync_auth::ExternalIssuer>,
-    /// How often the changelog is polled for changes made by other processes.
+    /// How often the changelog is polled for changes made by other processes (a
+    /// backstop: the store's commit signal wakes the tail at once) and due
+    /// expiries are committed.
     pub tail_interval: Duration,
     /// Requests per second per client address on unauthenticated endpoints.
     pub public_rate_per_sec: u32,

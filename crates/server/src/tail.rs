@@ -2,8 +2,6 @@
 //! made them (this node's handlers, the command line, another node), to the index
 //! and the hub, in `seq` order with no gaps. Also the expiry of time-bound holdings.
 
-use std::time::Duration;
-
 use permsync_core::ChangeKind;
 
 use crate::state::AppState;
@@ -59,16 +57,29 @@ impl AppState {
         }
     }
 
-    /// Polls the changelog for other writers' changes and expires due holdings,
-    /// until shutdown. Expiries that passed while the server was down are handled
-    /// on the first round.
+    /// Follows the changelog for other writers' changes and expires due
+    /// holdings, until shutdown: at once when the store signals a commit, else
+    /// every `tail_interval` (the signal is a hint; the poll catches what it
+    /// misses). Expiries that passed while the server was down are handled on
+    /// the first round.
     pub async fn run_background(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let mut tick =
-            tokio::time::interval(self.config.tail_interval.min(Duration::from_millis(500)));
+        let mut tick = tokio::time::interval(self.config.tail_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut commits = self.store.commit_signal();
         loop {
+            let commit_signal = async {
+                match commits.as_mut() {
+                    Some(signal) => signal.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = tick.tick() => {}
+                alive = commit_signal => {
+                    if !alive {
+                        commits = None;
+                    }
+                }
                 _ = shutdown.changed() => return,
             }
             if let Err(e) = self.catch_up().await {

@@ -753,6 +753,34 @@ async fn command_line_changes_and_expiries_produce_events() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_processs_commit_is_pushed_without_waiting_for_the_poll() {
+    // A poll that never comes while the test runs: only the store's commit
+    // signal can wake the tail.
+    let config = ServerConfig {
+        tail_interval: Duration::from_secs(3600),
+        ..fast_config()
+    };
+    let live = Live::start(config).await;
+    let mut sse = live.sse(&live.s.token("alice")).await;
+    sse.opening().await;
+    let grant = NewGrant {
+        user: UserId::parse("alice").unwrap(),
+        permission: Permission::parse("report:read").unwrap(),
+        scope: None,
+        expires_at: None,
+    };
+    let cli = live.s.other_writer().await;
+    let added = cli
+        .add_grant("cli", grant, permsync_server::time::now())
+        .await
+        .unwrap();
+    let permsync_store::Added::Created(g, _) = added else {
+        panic!("a new grant")
+    };
+    assert_eq!(sse.revision().await, g.id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_event_of_one_user_is_ever_readable_by_another() {
     let live = Live::start(fast_config()).await;
     let users = ["alice", "bob", "carol"];

@@ -157,6 +157,13 @@ pub trait Store: Send + Sync + 'static {
     async fn list_users(&self, prefix: &str, limit: u32, cursor: Option<&str>) -> Result<UserPage>;
     /// Cheap liveness check of the database.
     async fn ping(&self) -> Result<()>;
+    /// Marked changed soon after anyone, in this process or another one, may have
+    /// committed: a hint that lets a changelog tail read at once instead of at its
+    /// next poll. It may fire with nothing new, and is no reason to stop polling.
+    /// `None` when the backend has no such signal.
+    fn commit_signal(&self) -> Option<tokio::sync::watch::Receiver<()>> {
+        None
+    }
 
     // ---- permissions ----
 

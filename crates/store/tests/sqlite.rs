@@ -248,3 +248,28 @@ async fn writer_blocked_beyond_busy_timeout_is_unavailable() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_stores_commit_is_signalled_at_once() {
+    let a = fresh_store().await;
+    let mut signal = a.commit_signal().expect("a file database signals commits");
+    assert!(
+        !signal.has_changed().unwrap(),
+        "a new subscription starts quiet"
+    );
+    let b = SqliteStore::open(&a.url()).await.unwrap();
+    // Opening may touch the files too; only the commit below counts.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    signal.mark_unchanged();
+    b.create_user("cli", &user("alice"), None, Timestamp(1))
+        .await
+        .unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), signal.changed())
+        .await
+        .expect("the other store's commit is signalled")
+        .unwrap();
+    assert_eq!(a.changes_after(0, 10).await.unwrap().len(), 1);
+    // An in-memory database has nobody else to hear from.
+    let memory = SqliteStore::open("sqlite::memory:").await.unwrap();
+    assert!(memory.commit_signal().is_none());
+}

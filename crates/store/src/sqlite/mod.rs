@@ -15,6 +15,7 @@
 //! process being killed (not necessarily a power cut of the machine).
 
 mod changelog;
+mod commits;
 mod errors;
 
 use std::str::FromStr;
@@ -59,6 +60,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// Serializes this process's write transactions (see the module docs).
     write_lock: Mutex<()>,
+    /// Sees other connections' commits to a database file.
+    commits: Option<commits::CommitWatch>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -92,6 +95,7 @@ impl SqliteStore {
                 })?;
             }
         }
+        let file = options.get_filename().to_path_buf();
         let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -118,9 +122,15 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         migrate(&pool).await?;
+        let commits = if in_memory {
+            None
+        } else {
+            commits::CommitWatch::start(&file)
+        };
         Ok(SqliteStore {
             pool,
             write_lock: Mutex::new(()),
+            commits,
         })
     }
 
@@ -553,6 +563,10 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    fn commit_signal(&self) -> Option<tokio::sync::watch::Receiver<()>> {
+        self.commits.as_ref().map(commits::CommitWatch::subscribe)
     }
 
     async fn create_user(
