@@ -303,3 +303,94 @@ fn ended(
     let ask_server = ask_server || slot.ended.len() >= ENDED_KEPT;
     (ask_server && state.session_ended(Some(sid))).then_some(EndReason::Revoked)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use permsync_core::UserId;
+    use permsync_store::SqliteStore;
+
+    use super::*;
+    use crate::config::ServerConfig;
+
+    /// Asserts that `start.elapsed()` is `at`, give or take the timer wheel's
+    /// rounding up to the next millisecond (time is paused: nothing else moves it).
+    fn assert_at(start: Instant, at: Duration) {
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed >= at && elapsed <= at + Duration::from_millis(3),
+            "{elapsed:?} instead of {at:?}"
+        );
+    }
+
+    /// A server state on an in-memory store, made before time is paused (the
+    /// store's own timeouts must not see a paused clock jump).
+    async fn state() -> AppState {
+        let store = Arc::new(SqliteStore::open("sqlite::memory:").await.unwrap());
+        AppState::open(store, ServerConfig::default())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn keepalives_come_every_period_until_the_token_expires() {
+        let state = state().await;
+        tokio::time::pause();
+        let caller = Caller {
+            user: UserId::parse("alice").unwrap(),
+            sid: Some("s1".into()),
+            // 40 s from now, to the second.
+            exp: state.now().0 / 1000 + 40,
+        };
+        let until_exp = Duration::from_millis((caller.exp * 1000 - state.now().0) as u64);
+        let mut sub = state
+            .subscribe(caller, Transport::Sse, Duration::from_secs(15))
+            .unwrap();
+        assert!(matches!(sub.first(None), Some(Event::Permissions { .. })));
+        let start = Instant::now();
+        for period in 1..=2 {
+            assert!(matches!(sub.next().await, Event::Keepalive));
+            assert_at(start, Duration::from_secs(15 * period));
+        }
+        // The next keepalive would come at 45 s; the token's end comes first.
+        assert!(matches!(
+            sub.next().await,
+            Event::End(EndReason::TokenExpired)
+        ));
+        assert_at(start, until_exp.saturating_sub(Duration::from_millis(2)));
+        // The timer serves the direct path the same way.
+        assert!(matches!(
+            sub.due().await,
+            Event::End(EndReason::TokenExpired)
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_event_does_not_move_the_keepalive_period() {
+        let state = state().await;
+        tokio::time::pause();
+        let alice = UserId::parse("alice").unwrap();
+        let caller = Caller {
+            user: alice.clone(),
+            sid: None,
+            exp: state.now().0 / 1000 + 3600,
+        };
+        let mut sub = state
+            .subscribe(caller, Transport::Sse, Duration::from_secs(15))
+            .unwrap();
+        sub.first(None);
+        let start = Instant::now();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        state
+            .hub
+            .publish(std::slice::from_ref(&alice), 7, state.now());
+        assert!(matches!(
+            sub.next().await,
+            Event::Permissions { revision: 7, .. }
+        ));
+        assert_at(start, Duration::from_secs(5));
+        assert!(matches!(sub.next().await, Event::Keepalive));
+        assert_at(start, Duration::from_secs(15));
+    }
+}
