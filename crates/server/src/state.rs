@@ -81,10 +81,7 @@ impl AppState {
             .context("loading ended sessions")?;
         let metrics = Metrics::new();
         metrics.applied_seq.set(applied_seq as i64);
-        let hub = Hub::new(crate::push::PushCounters {
-            events_sent: metrics.events_sent.clone(),
-            push_latency_seconds: metrics.push_latency_seconds.clone(),
-        });
+        let hub = Hub::new(crate::push::PushCounters::of(&metrics));
         let tickets = Tickets::new(config.stream_ticket_ttl);
         let open_streams = OpenStreams::new(config.max_streams_per_user);
         Ok(AppState(Arc::new(Inner {

@@ -382,11 +382,7 @@ mod tests {
     use super::*;
 
     fn hub() -> Hub {
-        let metrics = crate::metrics::Metrics::new();
-        Hub::new(PushCounters {
-            events_sent: metrics.events_sent,
-            push_latency_seconds: metrics.push_latency_seconds,
-        })
+        Hub::new(PushCounters::of(&crate::metrics::Metrics::new()))
     }
 
     fn user(id: &str) -> UserId {

@@ -38,6 +38,14 @@ pub struct PushCounters {
 }
 
 impl PushCounters {
+    /// The server's own `events_sent` and `push_latency_seconds`.
+    pub fn of(metrics: &crate::metrics::Metrics) -> Self {
+        PushCounters {
+            events_sent: metrics.events_sent.clone(),
+            push_latency_seconds: metrics.push_latency_seconds.clone(),
+        }
+    }
+
     /// Counts an event written after a change (not a connection's first one),
     /// with the time from the change's commit.
     pub fn live_event(&self, committed_at: Timestamp) {
@@ -213,11 +221,7 @@ mod tests {
     use super::*;
 
     fn counters() -> PushCounters {
-        let metrics = crate::metrics::Metrics::new();
-        PushCounters {
-            events_sent: metrics.events_sent,
-            push_latency_seconds: metrics.push_latency_seconds,
-        }
+        PushCounters::of(&crate::metrics::Metrics::new())
     }
 
     /// A writer on one end of a loopback connection, and the other end.
