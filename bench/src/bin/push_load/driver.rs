@@ -553,17 +553,14 @@ struct Report {
     rows: Vec<(String, String)>,
 }
 
+/// `lo–hi (median m)` of a series, or its one value.
 fn range(values: impl Iterator<Item = f64>) -> String {
-    let v: Vec<f64> = values.collect();
-    let (lo, hi) = v
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
-            (lo.min(x), hi.max(x))
-        });
-    if v.len() < 2 || (hi - lo).abs() < 0.05 {
-        format!("{hi:.1}")
-    } else {
-        format!("{lo:.1}–{hi:.1}")
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    match v.as_slice() {
+        [] => "—".into(),
+        [one] => format!("{one:.1}"),
+        [lo, .., hi] => format!("{lo:.1}–{hi:.1} (median {:.1})", percentile(&v, 0.5)),
     }
 }
 
