@@ -71,13 +71,9 @@ impl Metrics {
         );
         // Commit times are kept to the millisecond, and a push is expected
         // within tens of them.
-        let push_latency_seconds = Histogram::new(
-            [
-                0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5,
-                5.0,
-            ]
-            .into_iter(),
-        );
+        let push_latency_seconds = Histogram::new([
+            0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ]);
         registry.register(
             "push_latency_seconds",
             "Time from a change's commit to its event being written to a stream",
