@@ -347,11 +347,7 @@ impl<'a> Outgoing<'a> {
 
     fn event(&mut self, event: Event) {
         match event {
-            Event::Permissions { frames, .. } => self.raw(if self.writer.chunked() {
-                frames.sse_chunk
-            } else {
-                frames.sse
-            }),
+            Event::Permissions { frames, .. } => self.raw(self.writer.frame(&frames).clone()),
             Event::Keepalive => self.data(KEEPALIVE),
             Event::End(reason) => {
                 self.data(&session_frame(reason));

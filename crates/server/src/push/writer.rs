@@ -104,6 +104,15 @@ impl DirectWriter {
         self.chunked
     }
 
+    /// Which of `frames` this connection sends: the chunk, or HTTP/1.0's bare event.
+    pub fn frame<'a>(&self, frames: &'a Frames) -> &'a Bytes {
+        if self.chunked {
+            &frames.sse_chunk
+        } else {
+            &frames.sse
+        }
+    }
+
     pub fn sid(&self) -> Option<&str> {
         self.sid.as_deref()
     }
@@ -118,11 +127,7 @@ impl DirectWriter {
         committed_at: Timestamp,
         counters: &PushCounters,
     ) {
-        let frame = if self.chunked {
-            &frames.sse_chunk
-        } else {
-            &frames.sse
-        };
+        let frame = self.frame(frames);
         let mut state = self.lock();
         if state.stopped || state.sent >= revision {
             return;
