@@ -76,3 +76,76 @@ fn document_operation(operation: &mut Operation) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    fn operations() -> Vec<(String, String, Value)> {
+        let api = serde_json::to_value(crate::api::openapi()).unwrap();
+        let mut all = Vec::new();
+        for (path, item) in api["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                all.push((method.to_uppercase(), path.clone(), operation.clone()));
+            }
+        }
+        assert!(all.len() > 20, "{} operations", all.len());
+        all
+    }
+
+    #[test]
+    fn every_operation_lists_its_shared_refusals_as_problems() {
+        for (method, path, operation) in operations() {
+            let responses = operation["responses"].as_object().unwrap();
+            let mut expected = vec!["503"];
+            if operation.get("security").is_some() {
+                expected.push("401");
+            } else {
+                expected.push("429");
+            }
+            if operation.get("requestBody").is_some() {
+                expected.extend(["400", "413", "415"]);
+            }
+            for status in expected {
+                assert!(
+                    responses.contains_key(status),
+                    "{method} {path}: no {status}"
+                );
+            }
+            for (status, response) in responses {
+                if status.as_str() < "400" {
+                    continue;
+                }
+                let content = response["content"].as_object().unwrap();
+                assert_eq!(
+                    content.keys().collect::<Vec<_>>(),
+                    ["application/problem+json"],
+                    "{method} {path} {status}"
+                );
+                assert_eq!(
+                    content["application/problem+json"]["schema"]["$ref"],
+                    "#/components/schemas/Problem"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn path_parameters_are_in_the_path_and_the_rest_in_the_query_or_headers() {
+        for (method, path, operation) in operations() {
+            let Some(parameters) = operation["parameters"].as_array() else {
+                continue;
+            };
+            for parameter in parameters {
+                let name = parameter["name"].as_str().unwrap();
+                let placed = parameter["in"].as_str().unwrap();
+                let templated = path.contains(&format!("{{{name}}}"));
+                assert_eq!(
+                    placed == "path",
+                    templated,
+                    "{method} {path}: {name} in {placed}"
+                );
+            }
+        }
+    }
+}
