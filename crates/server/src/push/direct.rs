@@ -50,9 +50,9 @@ use crate::api::error::ApiError;
 const PREFIX: &[u8] = b"GET /v1/me/events";
 /// The largest request head accepted (a bearer token and a browser's headers fit
 /// many times over).
-const MAX_HEAD: usize = 16 * 1024;
+pub const MAX_HEAD: usize = 16 * 1024;
 /// The most header lines accepted.
-const MAX_HEADERS: usize = 64;
+pub const MAX_HEADERS: usize = 64;
 /// How long a client may take to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many bytes a client may send once its stream started before it is closed.
@@ -166,7 +166,7 @@ fn head_too_large() -> ApiError {
 }
 
 /// Parses a request head; `None` while it is incomplete.
-fn parse_head(
+pub fn parse_head(
     buf: &[u8],
     remote: SocketAddr,
 ) -> Result<Option<(Request<Body>, Version)>, ApiError> {
