@@ -60,7 +60,15 @@ async fn serve(args: &[String]) -> Result<(), BoxError> {
     let db = args.first().ok_or("serve DB_URL")?;
     let limit = permsync_server::raise_open_files_limit()?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(db).await?);
-    let state = permsync_server::AppState::open(store, permsync_server::ServerConfig::default())
+    // Holds PER_PROCESS streams, above the default cap of 90 % of the open files.
+    let config = permsync_server::ServerConfig {
+        connections: permsync_server::Connections {
+            max_connections: Some(PER_PROCESS + 500),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let state = permsync_server::AppState::open(store, config)
         .await
         .map_err(|e| e.to_string())?;
     let listener = permsync_server::bind("127.0.0.1:0").await?;
