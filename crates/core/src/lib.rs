@@ -15,7 +15,7 @@ mod scope;
 mod time;
 
 pub use change::{Binding, Change, ChangeKind, Grant, SessionEnd};
-pub use delegation::{authorize_change, AdminAction, Denied};
+pub use delegation::{authorize_change, may_list, read_access, AdminAction, Denied, ReadAccess};
 pub use index::{EffectivePermission, Index, RoleHolding, RoleInfo, Snapshot, Via};
 pub use name::{RoleName, UserId};
 pub use permission::{Permission, PermissionSet};

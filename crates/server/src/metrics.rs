@@ -11,9 +11,12 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+/// A request's labels. Both come from fixed sets, never from the client's bytes:
+/// a method outside [`COUNTED_METHODS`] counts as `other`, and the status is the
+/// server's own answer, so no request can create a series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub method: String,
+    pub method: &'static str,
     pub status: u16,
 }
 
@@ -22,10 +25,12 @@ pub struct TransportLabels {
     pub transport: &'static str,
 }
 
-/// The methods whose request counters are kept at hand (see [`Metrics::request_counter`]).
+/// The methods counted under their own name (see [`Metrics::request_counter`]).
 const COUNTED_METHODS: [&str; 9] = [
     "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
 ];
+/// The label of every other method: HTTP lets a client make up any token.
+const OTHER_METHOD: &str = "other";
 /// Statuses 100..=599 have a slot per method.
 const FIRST_STATUS: u16 = 100;
 const STATUSES: usize = 500;
@@ -33,7 +38,7 @@ const STATUSES: usize = 500;
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
-    /// `requests`' counter per (standard method, status), filled on first use, so
+    /// `requests`' counter per (method label, status), filled on first use, so
     /// counting a request neither allocates its labels nor hashes them into the
     /// family's locked map. Each is a handle on the family's own counter.
     request_counters: Box<[OnceLock<Counter>]>,
@@ -94,7 +99,7 @@ impl Metrics {
         Metrics {
             registry,
             requests,
-            request_counters: (0..COUNTED_METHODS.len() * STATUSES)
+            request_counters: (0..(COUNTED_METHODS.len() + 1) * STATUSES)
                 .map(|_| OnceLock::new())
                 .collect(),
             request_seconds,
@@ -106,11 +111,14 @@ impl Metrics {
         }
     }
 
-    /// The counter of `requests` for a standard method and a status in 100..=599,
-    /// without allocating or locking once it exists; `None` for other requests,
-    /// which go through `requests.get_or_create`.
+    /// The counter of `requests` for a method (any other than the standard ones
+    /// counts as `other`) and a status in 100..=599, without allocating or locking
+    /// once it exists; `None` for a status outside that range, which no answer has.
     pub fn request_counter(&self, method: &Method, status: u16) -> Option<&Counter> {
-        let m = COUNTED_METHODS.iter().position(|m| *m == method.as_str())?;
+        let m = COUNTED_METHODS
+            .iter()
+            .position(|m| *m == method.as_str())
+            .unwrap_or(COUNTED_METHODS.len());
         let s = usize::from(status.checked_sub(FIRST_STATUS)?);
         if s >= STATUSES {
             return None;
@@ -118,7 +126,7 @@ impl Metrics {
         Some(self.request_counters[m * STATUSES + s].get_or_init(|| {
             // A handle on the family's own counter: both count the same requests.
             Counter::clone(&self.requests.get_or_create(&RequestLabels {
-                method: method.as_str().to_owned(),
+                method: COUNTED_METHODS.get(m).copied().unwrap_or(OTHER_METHOD),
                 status,
             }))
         }))
@@ -149,7 +157,7 @@ mod tests {
         m.request_counter(&Method::POST, 200).unwrap().inc();
         m.request_counter(&Method::POST, 200).unwrap().inc();
         let family = m.requests.get_or_create(&RequestLabels {
-            method: "POST".into(),
+            method: "POST",
             status: 200,
         });
         assert_eq!(family.get(), 2);
@@ -158,8 +166,14 @@ mod tests {
         assert!(text.contains(r#"permsync_http_requests_total{method="POST",status="200"} 2"#));
         // Only what was answered is exported.
         assert!(!text.contains(r#"status="404""#));
-        let odd = Method::from_bytes(b"PURGE").unwrap();
-        assert!(m.request_counter(&odd, 200).is_none());
+        // Made-up methods share one series, however many a client invents.
+        for i in 0..1000 {
+            let odd = Method::from_bytes(format!("X{i:06}M").as_bytes()).unwrap();
+            m.request_counter(&odd, 404).unwrap().inc();
+        }
+        let text = m.encode();
+        assert!(text.contains(r#"permsync_http_requests_total{method="other",status="404"} 1000"#));
+        assert_eq!(text.matches("status=\"404\"").count(), 1);
         assert!(m.request_counter(&Method::GET, 99).is_none());
         assert!(m.request_counter(&Method::GET, 600).is_none());
         assert!(m.request_counter(&Method::GET, 599).is_some());

@@ -229,6 +229,56 @@ async fn users_are_created_listed_paged_and_deleted() {
 }
 
 #[tokio::test]
+async fn a_scoped_delegate_reads_users_and_roles_within_its_scopes() {
+    let s = TestServer::seeded().await;
+    s.grant("bob", "doc:edit", Some("org/acme/project/1")).await;
+    s.grant("bob", "doc:edit", Some("org/other")).await;
+    s.grant("bob", "doc:read", None).await;
+    s.bind("bob", "editor", Some("org/acme")).await;
+    s.bind("bob", "editor", Some("org/other")).await;
+    let carol = s.token("carol");
+    let users = s.get("/v1/users", &carol).await;
+    assert_eq!(users.status, StatusCode::OK, "{}", users.text);
+    assert!(users.body["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|u| u["user"] == "bob"));
+    let roles = s.get("/v1/roles", &carol).await;
+    assert_eq!(roles.status, StatusCode::OK, "{}", roles.text);
+    assert_eq!(roles.body["roles"][0]["role"], "editor");
+    // Bob's holdings under org/acme are shown, those elsewhere and global ones not.
+    let bob = s.get("/v1/users/bob", &carol).await;
+    assert_eq!(bob.status, StatusCode::OK, "{}", bob.text);
+    let scopes = |key: &str| -> Vec<String> {
+        bob.body[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["scope"].as_str().unwrap_or("(global)").to_string())
+            .collect()
+    };
+    assert_eq!(scopes("grants"), ["org/acme/project/1"]);
+    assert_eq!(scopes("bindings"), ["org/acme"]);
+    assert!(scopes("permissions")
+        .iter()
+        .all(|s| s.starts_with("org/acme")));
+    assert!(!scopes("permissions").is_empty());
+    // The admin sees all of it.
+    let full = s.get("/v1/users/bob", &s.token("admin")).await;
+    assert_eq!(full.body["grants"].as_array().unwrap().len(), 3);
+    // A plain user reads only themself.
+    let alice = s.token("alice");
+    assert_problem(&s.get("/v1/users", &alice).await, 403, "forbidden");
+    assert_problem(&s.get("/v1/roles", &alice).await, 403, "forbidden");
+    assert_problem(&s.get("/v1/users/bob", &alice).await, 403, "forbidden");
+    assert_eq!(
+        s.get("/v1/users/alice", &alice).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
 async fn delegation_is_bounded_by_what_the_delegate_holds() {
     let s = TestServer::seeded().await;
     let carol = s.token("carol");

@@ -1,13 +1,15 @@
 //! Administration: users, grants, bindings, roles, sessions, invalidation and the
 //! audit log. Admins may do everything; delegates change grants and bindings only
-//! within what they hold (see `permsync_core::authorize_change`).
+//! within what they hold (see `permsync_core::authorize_change`), and read users
+//! and roles to find what they hand out (`permsync_core::read_access`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use permsync_core::{
-    authorize_change, builtin, AdminAction, Permission, RoleName, Scope, Timestamp, UserId,
+    authorize_change, builtin, may_list, read_access, AdminAction, Permission, ReadAccess,
+    RoleName, Scope, Timestamp, UserId,
 };
 use permsync_store::{Added, NewBinding, NewGrant};
 use serde::Deserialize;
@@ -42,6 +44,15 @@ impl AppState {
             Ok(())
         } else {
             Err(needs(&permissions.join(" or ")))
+        }
+    }
+
+    /// Lists of users and roles: admins, auditors and delegates at any scope.
+    fn require_listing(&self, caller: &Caller) -> ApiResult<()> {
+        if may_list(&self.index(), caller.user.as_str(), self.now()) {
+            Ok(())
+        } else {
+            Err(needs("permsync:admin, permsync:audit or permsync:delegate"))
         }
     }
 
@@ -151,10 +162,7 @@ pub async fn list_users(
     caller: Caller,
     ApiQuery(q): ApiQuery<ListUsersQuery>,
 ) -> ApiResult<Json<dto::UserList>> {
-    state.require_any(
-        &caller,
-        &[builtin::ADMIN, builtin::AUDIT, builtin::DELEGATE],
-    )?;
+    state.require_listing(&caller)?;
     let limit = check_limit(q.limit)?;
     let prefix = q.prefix.unwrap_or_default();
     if prefix.len() > 128 {
@@ -187,20 +195,25 @@ pub async fn get_user(
     ApiPath(user): ApiPath<String>,
 ) -> ApiResult<Json<dto::UserDetail>> {
     let user = UserId::parse(&user)?;
-    if user != caller.user {
-        state.require_any(
-            &caller,
-            &[builtin::ADMIN, builtin::AUDIT, builtin::DELEGATE],
-        )?;
+    let now = state.now();
+    let access = read_access(&state.index(), caller.user.as_str(), user.as_str(), now);
+    if access == ReadAccess::Denied {
+        return Err(needs("permsync:admin, permsync:audit or permsync:delegate"));
     }
     state.require_existing_user(&user)?;
-    let now = state.now();
     let index = state.index();
-    Ok(Json(dto::UserDetail::new(
-        &index.snapshot(&user, now),
-        index.grants(user.as_str()),
-        index.bindings(user.as_str()),
-    )))
+    let shown = |scope: Option<&Scope>| access.shows(&index, caller.user.as_str(), scope, now);
+    let mut snapshot = index.snapshot(&user, now);
+    snapshot.permissions.retain(|p| shown(p.scope.as_ref()));
+    let grants: Vec<_> = (index.grants(user.as_str()).iter())
+        .filter(|g| shown(g.scope.as_ref()))
+        .cloned()
+        .collect();
+    let bindings: Vec<_> = (index.bindings(user.as_str()).iter())
+        .filter(|b| shown(b.scope.as_ref()))
+        .cloned()
+        .collect();
+    Ok(Json(dto::UserDetail::new(&snapshot, &grants, &bindings)))
 }
 
 /// Deletes a user and everything they hold; ends their sessions.
@@ -449,10 +462,7 @@ pub async fn list_roles(
     State(state): State<AppState>,
     caller: Caller,
 ) -> ApiResult<Json<dto::RoleList>> {
-    state.require_any(
-        &caller,
-        &[builtin::ADMIN, builtin::AUDIT, builtin::DELEGATE],
-    )?;
+    state.require_listing(&caller)?;
     let roles = state
         .index()
         .roles()
