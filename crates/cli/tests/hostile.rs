@@ -782,6 +782,7 @@ async fn made_up_methods_create_no_metrics_series() {
     }
     let after = metrics_text(&client, &server).await;
     let grown = after.len() as i64 - before.len() as i64;
+    eprintln!("/metrics grew by {grown} bytes after {REQUESTS} made-up methods");
     assert!(
         grown < 512,
         "/metrics grew by {grown} bytes ({} to {}) after {REQUESTS} made-up methods",
