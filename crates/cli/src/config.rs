@@ -28,8 +28,28 @@ pub struct FileConfig {
     pub embed_permissions: Option<bool>,
     pub cors: Option<CorsConfig>,
     pub streams: Option<StreamsConfig>,
+    pub connections: Option<ConnectionsConfig>,
     #[serde(default)]
     pub issuers: Vec<IssuerConfig>,
+}
+
+/// The `[connections]` table: time limits and the cap on connections. Seconds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionsConfig {
+    /// A request head must arrive within it (the first one after the
+    /// connection opens, a later one after its first byte).
+    pub header_timeout: Option<u64>,
+    /// A keep-alive connection with no request in flight closes after it.
+    pub idle_timeout: Option<u64>,
+    /// A request body must arrive within it.
+    pub body_timeout: Option<u64>,
+    /// Connections served at once (default: 90 % of the open-file limit).
+    pub max_connections: Option<usize>,
+    /// After SIGTERM, requests in flight get this long; then the process exits.
+    pub shutdown_timeout: Option<u64>,
+    /// A socket that accepts no bytes of a pending write this long is closed.
+    pub stream_write_timeout: Option<u64>,
 }
 
 /// The `[streams]` table: event stream settings.
@@ -120,6 +140,9 @@ pub fn resolve(file: FileConfig, over: Overrides) -> anyhow::Result<Resolved> {
     if let Some(streams) = file.streams {
         apply_streams(&mut server, streams)?;
     }
+    if let Some(connections) = file.connections {
+        apply_connections(&mut server, connections)?;
+    }
     for issuer in file.issuers {
         server.external_issuers.push(external_issuer(issuer)?);
     }
@@ -157,6 +180,39 @@ fn apply_streams(server: &mut ServerConfig, c: StreamsConfig) -> anyhow::Result<
             bail!("streams.max_per_user must be between 1 and 1024");
         }
         server.max_streams_per_user = n;
+    }
+    Ok(())
+}
+
+fn apply_connections(server: &mut ServerConfig, c: ConnectionsConfig) -> anyhow::Result<()> {
+    let limits = &mut server.connections;
+    let seconds = |value: Option<u64>, key: &str, most: u64| -> anyhow::Result<Option<Duration>> {
+        match value {
+            None => Ok(None),
+            Some(secs) if (1..=most).contains(&secs) => Ok(Some(Duration::from_secs(secs))),
+            Some(_) => bail!("connections.{key} must be between 1 and {most} seconds"),
+        }
+    };
+    if let Some(d) = seconds(c.header_timeout, "header_timeout", 300)? {
+        limits.header_timeout = d;
+    }
+    if let Some(d) = seconds(c.idle_timeout, "idle_timeout", 3600)? {
+        limits.idle_timeout = d;
+    }
+    if let Some(d) = seconds(c.body_timeout, "body_timeout", 600)? {
+        limits.body_timeout = d;
+    }
+    if let Some(d) = seconds(c.shutdown_timeout, "shutdown_timeout", 600)? {
+        limits.shutdown_timeout = d;
+    }
+    if let Some(d) = seconds(c.stream_write_timeout, "stream_write_timeout", 600)? {
+        limits.stream_write_timeout = d;
+    }
+    if let Some(n) = c.max_connections {
+        if n == 0 {
+            bail!("connections.max_connections must be at least 1");
+        }
+        limits.max_connections = Some(n);
     }
     Ok(())
 }
@@ -205,6 +261,48 @@ mod tests {
         let defaults = resolve_toml("").unwrap().server;
         assert_eq!(defaults.stream_keepalive, Duration::from_secs(15));
         assert_eq!(defaults.max_streams_per_user, 16);
+    }
+
+    #[test]
+    fn connection_limits_come_from_the_connections_table() {
+        let r = resolve_toml(
+            "[connections]\nheader_timeout = 3\nidle_timeout = 20\nbody_timeout = 7\n\
+             max_connections = 500\nshutdown_timeout = 4\nstream_write_timeout = 9\n",
+        )
+        .unwrap();
+        let c = r.server.connections;
+        assert_eq!(c.header_timeout, Duration::from_secs(3));
+        assert_eq!(c.idle_timeout, Duration::from_secs(20));
+        assert_eq!(c.body_timeout, Duration::from_secs(7));
+        assert_eq!(c.max_connections, Some(500));
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(4));
+        assert_eq!(c.stream_write_timeout, Duration::from_secs(9));
+        let defaults = resolve_toml("").unwrap().server.connections;
+        assert_eq!(defaults, permsync_server::Connections::default());
+        assert_eq!(defaults.header_timeout, Duration::from_secs(10));
+        assert_eq!(defaults.idle_timeout, Duration::from_secs(60));
+        assert_eq!(defaults.body_timeout, Duration::from_secs(30));
+        assert_eq!(defaults.max_connections, None);
+        assert_eq!(defaults.shutdown_timeout, Duration::from_secs(10));
+        assert_eq!(defaults.stream_write_timeout, Duration::from_secs(30));
+        for (toml, named) in [
+            ("header_timeout = 0", "connections.header_timeout"),
+            ("idle_timeout = 3601", "connections.idle_timeout"),
+            ("body_timeout = 0", "connections.body_timeout"),
+            ("shutdown_timeout = 0", "connections.shutdown_timeout"),
+            (
+                "stream_write_timeout = 601",
+                "connections.stream_write_timeout",
+            ),
+            ("max_connections = 0", "connections.max_connections"),
+            ("read_timeout = 5", "read_timeout"),
+        ] {
+            let err = match resolve_toml(&format!("[connections]\n{toml}\n")) {
+                Ok(_) => panic!("{toml} was accepted"),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains(named), "{toml}: {err}");
+        }
     }
 
     #[test]

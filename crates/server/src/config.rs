@@ -44,6 +44,44 @@ pub struct ServerConfig {
     pub max_streams_per_user: usize,
     /// How long a stream ticket (`POST /v1/me/events/ticket`) stays redeemable.
     pub stream_ticket_ttl: Duration,
+    /// Time limits and the cap on connections (the `[connections]` table).
+    pub connections: Connections,
+}
+
+/// How long a connection may take for each of its steps, how many may be open,
+/// and how long shutdown waits (protocol §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connections {
+    /// A request head must have arrived this long after the connection opened
+    /// (its first request) or after its first byte (later requests).
+    pub header_timeout: Duration,
+    /// A keep-alive connection with no request in flight closes after this long.
+    pub idle_timeout: Duration,
+    /// A request body must have arrived this long after its head.
+    pub body_timeout: Duration,
+    /// Connections served at once; `None` is 90 % of the open-file soft limit,
+    /// read when serving starts. Over it, `/healthz` still answers 200 and every
+    /// other request 503.
+    pub max_connections: Option<usize>,
+    /// After shutdown begins, requests in flight get this long; then every
+    /// connection left is dropped and [`crate::run`] returns.
+    pub shutdown_timeout: Duration,
+    /// A socket that accepts no byte of a pending write for this long is
+    /// closed (reset): streams and ordinary answers alike.
+    pub stream_write_timeout: Duration,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Connections {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(30),
+            max_connections: None,
+            shutdown_timeout: Duration::from_secs(10),
+            stream_write_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -65,6 +103,7 @@ impl Default for ServerConfig {
             ws_ping_interval: Duration::from_secs(15),
             max_streams_per_user: 16,
             stream_ticket_ttl: Duration::from_secs(30),
+            connections: Connections::default(),
         }
     }
 }

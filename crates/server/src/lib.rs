@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod config;
+mod connection;
 mod limits;
 pub mod metrics;
 pub mod push;
@@ -22,18 +23,23 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 
 pub use api::{app, openapi};
-pub use config::{ServerConfig, StaleTokens};
+pub use config::{Connections, ServerConfig, StaleTokens};
 pub use state::{ensure_signing_key, AppState};
-
-/// How long shutdown waits for event streams to say goodbye. WebSockets leave
-/// hyper's connection at the upgrade, so the accept loop does not wait for
-/// them; this does, so their close frames (1001) are written before the runtime ends.
-const STREAM_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Raises this process's soft limit of open files to its hard limit (every event
 /// stream holds a socket); returns the new soft limit.
 pub fn raise_open_files_limit() -> std::io::Result<u64> {
     rlimit::increase_nofile_limit(u64::MAX)
+}
+
+/// The default `max_connections`: 90 % of this process's soft limit of open
+/// files, leaving the rest to the store, the over-capacity answers and logs.
+pub fn default_max_connections() -> usize {
+    let soft = rlimit::Resource::NOFILE
+        .get()
+        .map(|(soft, _)| soft)
+        .unwrap_or(1024);
+    usize::try_from(soft / 10 * 9).unwrap_or(usize::MAX).max(1)
 }
 
 /// How many connections the kernel may queue before they are accepted (capped by
@@ -62,8 +68,10 @@ pub async fn bind(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
 }
 
 /// Serves `state` on `listener` until `shutdown` completes, then drains.
-/// `/readyz` turns 503 as soon as shutdown starts; then every event stream ends
-/// (SSE bodies finish, WebSockets close with 1001) so clients reconnect elsewhere.
+/// `/readyz` turns 503 as soon as shutdown starts; the listener closes; every
+/// event stream ends (SSE bodies finish, WebSockets close with 1001) so clients
+/// reconnect elsewhere; requests in flight get `shutdown_timeout` to finish,
+/// then every connection left is dropped and this returns.
 pub async fn run(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -84,7 +92,11 @@ pub async fn run_router(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let background = tokio::spawn(state.clone().run_background(stop_rx.clone()));
     let signal_state = state.clone();
-    serve::serve(listener, router, async move {
+    let limits = state.config.connections;
+    let max_connections = limits
+        .max_connections
+        .unwrap_or_else(default_max_connections);
+    let deadline = serve::serve(listener, router, limits, max_connections, async move {
         shutdown.await;
         signal_state.shutting_down.store(true, Ordering::Relaxed);
         let _ = stop_tx.send(true);
@@ -92,10 +104,14 @@ pub async fn run_router(
         signal_state.hub.close_all();
     })
     .await;
-    if !state.open_streams.wait_all_closed(STREAM_DRAIN).await {
+    // WebSockets left hyper's connections at the upgrade; they close on their
+    // own (1001), and are waited for until the same deadline, so their close
+    // frames are written before the process ends.
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    if !state.open_streams.wait_all_closed(left).await {
         tracing::warn!(
             open = state.open_streams.total(),
-            "event streams still open at shutdown"
+            "event streams still open at the shutdown deadline"
         );
     }
     background.abort();

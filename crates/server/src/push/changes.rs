@@ -7,29 +7,39 @@
 //! It reads the store in pages and waits on the applied-seq watch between them,
 //! so an idle stream costs a receiver and a timer, and a slow reader holds at most
 //! one page: the next one is read only when hyper asks for more.
+//!
+//! It sends only changes this node has applied, and it holds a [`Subscription`]
+//! to its user's revision slot like any event stream: the slot carries the end of
+//! its session (and shutdown), so a revoked session ends the stream at once with
+//! `event: session`, wherever it resumed from (a `sessions_ended` record in a
+//! page ends it too, in order). The subscription's timer gives the keepalives and
+//! the token's expiry, and it ties the hyper connection to the stream, so a
+//! stream whose client stopped reading is reset when it must end (see
+//! [`crate::connection`]).
 
 use std::convert::Infallible;
 use std::io::Write;
-use std::time::Duration;
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use bytes::Bytes;
 use permsync_core::{builtin, ChangeKind, UserId};
 use serde::Deserialize;
 use tokio::sync::watch;
-use tokio::time::{Instant, Interval, MissedTickBehavior};
 use utoipa::IntoParams;
 
-use super::open_streams::{StreamGuard, Transport};
+use super::open_streams::Transport;
 use super::sse::{session_frame, sse_headers, KEEPALIVE, RETRY};
-use super::subscription::EndReason;
+use super::subscription::{Event, Subscription};
 use crate::api::dto::ChangeRecord;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::{ApiQuery, Caller};
 use crate::api::needs;
+use crate::connection::Connection;
 use crate::state::AppState;
 
 /// Changes read from the store per page (and written as one chunk).
@@ -44,14 +54,6 @@ pub struct ChangeStreamQuery {
     pub ticket: Option<String>,
 }
 
-/// What a wait for new changes woke up for.
-enum Woke {
-    Stop,
-    Applied,
-    Expired,
-    Tick,
-}
-
 struct Feed {
     state: AppState,
     user: UserId,
@@ -59,12 +61,10 @@ struct Feed {
     /// The `seq` of the last change written.
     last: u64,
     applied: watch::Receiver<u64>,
-    stop: watch::Receiver<bool>,
-    token_expires: Instant,
-    keepalive: Interval,
+    /// The user's revision slot: session end, shutdown, keepalives, token expiry.
+    sub: Subscription,
     started: bool,
     done: bool,
-    _guard: StreamGuard,
 }
 
 fn may_replicate(state: &AppState, user: &UserId) -> bool {
@@ -92,6 +92,7 @@ fn may_replicate(state: &AppState, user: &UserId) -> bool {
 pub async fn change_stream(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ChangeStreamQuery>,
+    connection: Option<Extension<Arc<Connection>>>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let caller: Caller = state
@@ -108,26 +109,22 @@ pub async fn change_stream(
             .ok_or_else(|| ApiError::invalid("Last-Event-ID must be a change seq"))?,
         None => query.after.unwrap_or(0),
     };
-    let guard = state.open_stream(&caller.user, Transport::Changes)?;
-    let until_exp =
-        Duration::from_millis((caller.exp.saturating_mul(1000) - state.now().0).max(0) as u64);
-    let period = state.config.stream_keepalive.max(Duration::from_millis(10));
-    let mut keepalive = tokio::time::interval_at(Instant::now() + period, period);
-    keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let (user, sid) = (caller.user.clone(), caller.sid.clone());
+    let mut sub = state.subscribe(caller, Transport::Changes, state.config.stream_keepalive)?;
+    if let Some(Extension(connection)) = connection {
+        sub.attach_connection(connection);
+    }
+    let revision = sub.current_revision();
     let feed = Feed {
         applied: state.applied_seq_watch.subscribe(),
-        stop: state.streams_stop.subscribe(),
         state: state.clone(),
-        user: caller.user,
-        sid: caller.sid,
+        user,
+        sid,
         last: after,
-        token_expires: Instant::now() + until_exp,
-        keepalive,
+        sub,
         started: false,
         done: false,
-        _guard: guard,
     };
-    let revision = state.revision(feed.user.as_str());
     Ok((
         sse_headers(Some(revision)),
         Body::from_stream(changes(feed)),
@@ -145,17 +142,19 @@ fn changes(feed: Feed) -> impl futures_util::Stream<Item = Result<Bytes, Infalli
             return Some((Ok(Bytes::from_static(RETRY)), feed));
         }
         loop {
-            if *feed.stop.borrow() {
-                return None;
+            // Also asked before every page: the slot may have heard of the
+            // session's end while this stream was writing the last one.
+            if let Some(end) = feed.sub.end_now() {
+                return feed.end(end);
             }
             // Mark the applied seq seen before reading, so a change applied after
             // the read wakes the wait below.
-            feed.applied.borrow_and_update();
+            let applied = *feed.applied.borrow_and_update();
             if !may_replicate(&feed.state, &feed.user) {
                 // Lost the permission: close; a reconnect gets 403.
                 return None;
             }
-            let page = match feed.state.store.changes_after(feed.last, PAGE).await {
+            let mut page = match feed.state.store.changes_after(feed.last, PAGE).await {
                 Ok(page) => page,
                 Err(e) => {
                     // The client resumes from its Last-Event-ID, so nothing is lost.
@@ -163,32 +162,52 @@ fn changes(feed: Feed) -> impl futures_util::Stream<Item = Result<Bytes, Infalli
                     return None;
                 }
             };
+            // Changes this node has not applied wait: one of them may end the
+            // session, which the slot learns only once it is applied.
+            page.retain(|change| change.seq <= applied);
             if !page.is_empty() {
+                if let Some(end) = feed.sub.end_now() {
+                    return feed.end(end);
+                }
                 let chunk = feed.encode(&page);
                 return Some((Ok(chunk), feed));
             }
-            let woke = tokio::select! {
-                biased;
-                _ = feed.stop.wait_for(|stop| *stop) => Woke::Stop,
-                changed = feed.applied.changed() => if changed.is_ok() { Woke::Applied } else { Woke::Stop },
-                _ = tokio::time::sleep_until(feed.token_expires) => Woke::Expired,
-                _ = feed.keepalive.tick() => Woke::Tick,
-            };
-            match woke {
-                Woke::Stop => return None,
-                Woke::Applied => {}
-                Woke::Expired => {
-                    feed.done = true;
-                    feed.state.metrics.events_sent.inc();
-                    return Some((Ok(session_frame(EndReason::TokenExpired)), feed));
+            loop {
+                tokio::select! {
+                    biased;
+                    event = feed.sub.next() => match event {
+                        // The user's own revision is not this stream's business.
+                        Event::Permissions { .. } => continue,
+                        Event::Keepalive => return Some((Ok(Bytes::from_static(KEEPALIVE)), feed)),
+                        end => return feed.end(end),
+                    },
+                    changed = feed.applied.changed() => {
+                        if changed.is_err() {
+                            return None;
+                        }
+                        break;
+                    }
                 }
-                Woke::Tick => return Some((Ok(Bytes::from_static(KEEPALIVE)), feed)),
             }
         }
     })
 }
 
 impl Feed {
+    /// The stream's last frame for `event` (the end of its session or token, or
+    /// shutdown, which ends the body without an event).
+    fn end(mut self, event: Event) -> Option<(Result<Bytes, Infallible>, Feed)> {
+        self.sub.ending();
+        self.done = true;
+        match event {
+            Event::End(reason) => {
+                self.sub.record_sent(&event, false);
+                Some((Ok(session_frame(reason)), self))
+            }
+            _ => None,
+        }
+    }
+
     /// One chunk of events for `page`, stopping after a change that ended this
     /// stream's own session (followed by its `session` event).
     fn encode(&mut self, page: &[permsync_core::Change]) -> Bytes {
@@ -216,6 +235,7 @@ impl Feed {
                     out.extend_from_slice(&session_frame((*reason).into()));
                     sent += 1;
                     self.done = true;
+                    self.sub.ending();
                     break;
                 }
             }

@@ -4,8 +4,9 @@
 //! least an 8 KiB read buffer and an 8 KiB write buffer for every connection it
 //! serves, for as long as it serves it. So the accept loop hands a connection whose
 //! first bytes are `GET /v1/me/events` to this module, which:
-//! 1. reads and parses the request head (httparse; at most [`MAX_HEAD`] bytes, in
-//!    [`HEAD_TIMEOUT`]) into a bodiless request carrying `ConnectInfo`;
+//! 1. reads and parses the request head (httparse; at most [`MAX_HEAD`] bytes,
+//!    due `header_timeout` after the connection was accepted) into a bodiless
+//!    request carrying `ConnectInfo`;
 //! 2. answers it with the same router as every other request, so middleware,
 //!    authentication and CORS are all unchanged; the SSE handler sees the
 //!    request's [`Handoff`] and hands its [`Subscription`] over instead of
@@ -21,7 +22,11 @@
 //! [`super::writer`]). The task writes the rest: keepalives, the session's end,
 //! and what a full socket did not take. Backpressure is the socket's own: a
 //! client that stops reading holds its socket buffer and at most one partial
-//! frame, and the revision slot coalesces.
+//! frame, and the revision slot coalesces. A socket that takes no byte for
+//! `stream_write_timeout` is reset, and so is one that cannot take the last
+//! frame when the session ends, the token expires or the server closes (the
+//! writer's wait for room also watches for those; see
+//! [`DirectWriter::write_all`]).
 
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
@@ -39,6 +44,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tower::ServiceExt;
 
 use super::sse::{session_frame, KEEPALIVE, RETRY};
@@ -53,8 +59,6 @@ const PREFIX: &[u8] = b"GET /v1/me/events";
 const MAX_HEAD: usize = 16 * 1024;
 /// The most header lines accepted.
 const MAX_HEADERS: usize = 64;
-/// How long a client may take to send its request head.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many bytes a client may send once its stream started before it is closed.
 const MAX_SENT_AFTER_HEAD: usize = 64;
 /// The largest non-stream answer written (they are problem+json documents).
@@ -90,24 +94,28 @@ pub(crate) async fn is_event_stream(stream: &TcpStream) -> bool {
     }
 }
 
-/// Serves one event stream request on `stream`, then closes it.
+/// Serves one event stream request on `stream`, then closes it. Its head is due
+/// at `head_due`; a write the socket takes nothing of for `write_timeout` resets it.
 pub(crate) async fn serve(
     mut stream: TcpStream,
     remote: SocketAddr,
     router: Router,
     mut shutdown: watch::Receiver<()>,
+    head_due: Instant,
+    write_timeout: Duration,
 ) {
     // Frames are small and each must leave at once.
     let _ = stream.set_nodelay(true);
     let head = tokio::select! {
-        head = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream, remote)) => head,
+        head = tokio::time::timeout_at(head_due, read_head(&mut stream, remote)) => head,
         _ = shutdown.changed() => return,
     };
     let (mut request, version) = match head {
         Ok(Ok(Some(request))) => request,
         Ok(Ok(None)) | Err(_) => return,
         Ok(Err(refusal)) => {
-            let _ = write_whole(&mut stream, refusal.into_response(), Version::HTTP_11).await;
+            let answer = refusal.into_response();
+            let _ = write_whole(&mut stream, answer, Version::HTTP_11, write_timeout).await;
             return;
         }
     };
@@ -130,9 +138,13 @@ pub(crate) async fn serve(
             };
             let head = head_bytes(response.status(), response.headers(), version, framing);
             drop(response);
-            write_stream(stream, head, chunked, subscription, client_has).await
+            let output = StreamOutput {
+                chunked,
+                write_timeout,
+            };
+            write_stream(stream, head, output, subscription, client_has).await
         }
-        None => write_whole(&mut stream, response, version).await,
+        None => write_whole(&mut stream, response, version, write_timeout).await,
     };
     if let Err(e) = written {
         tracing::debug!(error = %e, "event stream connection ended");
@@ -251,20 +263,28 @@ fn is_event_stream_response(response: &Response<Body>) -> bool {
             .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"))
 }
 
+/// How a stream's bytes go out.
+struct StreamOutput {
+    /// HTTP/1.1 chunks, else HTTP/1.0's bytes as they are.
+    chunked: bool,
+    /// How long the socket may take no byte before it is reset.
+    write_timeout: Duration,
+}
+
 /// Writes the response head, then the stream's events until it ends, the peer
 /// goes away or sends more than a few stray bytes.
 async fn write_stream(
     stream: TcpStream,
     head: Vec<u8>,
-    chunked: bool,
+    output: StreamOutput,
     mut sub: Subscription,
     client_has: Option<u64>,
 ) -> io::Result<()> {
     let socket = Arc::new(stream);
     // The writer holds the socket for this task until its first `end`, so
     // publishers write nothing before the head and the first event.
-    let (writer, _attached) = sub.attach_writer(socket.clone(), chunked);
-    let mut out = Outgoing::new(&writer);
+    let (writer, _attached) = sub.attach_writer(socket.clone(), output.chunked);
+    let mut out = Outgoing::new(&writer, output.write_timeout, sub.expires());
     out.raw(head.into());
     out.data(RETRY);
     if let Some(event) = sub.first(client_has) {
@@ -280,9 +300,11 @@ async fn write_stream(
         }
         writer.end(sub.sent());
         let due = tokio::select! {
+            // The timer first, so that publishers waking the task for every
+            // change cannot hold back the token's expiry.
             biased;
-            () = writer.woken() => None,
             event = sub.due() => Some(event),
+            () = writer.woken() => None,
             // A client has nothing to send on a stream; reading tells when it goes
             // away. A few stray bytes (a trailing blank line) are ignored, more end it.
             ready = socket.readable() => {
@@ -326,14 +348,21 @@ struct Outgoing<'a> {
     parts: Vec<Bytes>,
     /// The stream ends after these bytes.
     ends: bool,
+    /// How long the socket may take no byte.
+    write_timeout: Duration,
+    /// When the stream's token expires: a write still waiting for room then
+    /// resets the connection.
+    expires: Instant,
 }
 
 impl<'a> Outgoing<'a> {
-    fn new(writer: &'a DirectWriter) -> Self {
+    fn new(writer: &'a DirectWriter, write_timeout: Duration, expires: Instant) -> Self {
         Outgoing {
             writer,
             parts: Vec::new(),
             ends: false,
+            write_timeout,
+            expires,
         }
     }
 
@@ -368,17 +397,21 @@ impl<'a> Outgoing<'a> {
 
     async fn write(&mut self) -> io::Result<()> {
         for part in self.parts.drain(..) {
-            self.writer.write_all(&part).await?;
+            self.writer
+                .write_all(&part, self.write_timeout, self.expires)
+                .await?;
         }
         Ok(())
     }
 }
 
-/// Writes a complete answer with its length, then ends the connection.
-async fn write_whole(
+/// Writes a complete answer with its length, then ends the connection; resets
+/// it if the answer does not go out within `write_timeout`.
+pub(crate) async fn write_whole(
     stream: &mut TcpStream,
     response: Response<Body>,
     version: Version,
+    write_timeout: Duration,
 ) -> io::Result<()> {
     let (parts, body) = response.into_parts();
     let body = axum::body::to_bytes(body, MAX_ANSWER)
@@ -391,8 +424,18 @@ async fn write_whole(
         &format!("content-length: {}\r\n", body.len()),
     );
     out.extend_from_slice(&body);
-    stream.write_all(&out).await?;
-    stream.shutdown().await
+    let written = tokio::time::timeout(write_timeout, async {
+        stream.write_all(&out).await?;
+        stream.shutdown().await
+    })
+    .await;
+    match written {
+        Ok(result) => result,
+        Err(_) => {
+            let _ = stream.set_zero_linger();
+            Err(io::ErrorKind::TimedOut.into())
+        }
+    }
 }
 
 #[cfg(test)]

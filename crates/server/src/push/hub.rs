@@ -7,7 +7,10 @@
 //! A connection served by [`super::direct`] also registers a [`DirectWriter`] in
 //! its slot, and publishing offers each new frame to those writers straight away
 //! (see [`super::writer`] for why); large fan-outs are split into tasks, so every
-//! runtime worker writes a share.
+//! runtime worker writes a share. A stream that hyper serves registers its
+//! [`Connection`] instead, which the end of its session and shutdown end at once
+//! (see [`crate::connection`]): its body may be waiting for a full socket, and
+//! could not notice the slot itself.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -18,6 +21,7 @@ use permsync_core::{SessionEnd, Timestamp, UserId};
 use tokio::sync::watch;
 
 use super::writer::{chunk, DirectWriter, PushCounters};
+use crate::connection::Connection;
 
 /// A fan-out this small is written by the publisher itself.
 const WRITE_INLINE: usize = 64;
@@ -89,6 +93,8 @@ pub struct Slot {
     tx: watch::Sender<SlotState>,
     /// The direct connections' writers, offered every new revision.
     writers: Mutex<Vec<Arc<DirectWriter>>>,
+    /// The connections of hyper-served streams, with their session.
+    connections: Mutex<Vec<(Option<String>, Arc<Connection>)>>,
     hub: Weak<HubInner>,
 }
 
@@ -103,6 +109,27 @@ impl Drop for Attached {
         self.slot
             .writers()
             .retain(|w| !Arc::ptr_eq(w, &self.writer));
+    }
+}
+
+/// A hyper-served stream's place in its slot, given up on drop.
+pub(crate) struct AttachedConnection {
+    slot: Arc<Slot>,
+    connection: Arc<Connection>,
+}
+
+impl AttachedConnection {
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.connection
+    }
+}
+
+impl Drop for AttachedConnection {
+    fn drop(&mut self) {
+        self.connection.set_stream_deadline(None);
+        self.slot
+            .connections()
+            .retain(|(_, c)| !Arc::ptr_eq(c, &self.connection));
     }
 }
 
@@ -136,6 +163,27 @@ impl Slot {
 
     fn writers(&self) -> MutexGuard<'_, Vec<Arc<DirectWriter>>> {
         self.writers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers the connection of a hyper-served stream of session `sid`, to be
+    /// ended when that session ends or the server closes.
+    pub(crate) fn attach_connection(
+        self: &Arc<Self>,
+        sid: Option<String>,
+        connection: Arc<Connection>,
+    ) -> AttachedConnection {
+        self.connections().push((sid, connection.clone()));
+        if self.tx.borrow().closing {
+            connection.end_stream();
+        }
+        AttachedConnection {
+            slot: self.clone(),
+            connection,
+        }
+    }
+
+    fn connections(&self) -> MutexGuard<'_, Vec<(Option<String>, Arc<Connection>)>> {
+        self.connections.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The revision the slot holds now.
@@ -231,6 +279,7 @@ impl Hub {
             user: user.clone(),
             tx: watch::Sender::new(state),
             writers: Mutex::default(),
+            connections: Mutex::default(),
             hub: Arc::downgrade(&self.inner),
         });
         slots.by_user.insert(user.clone(), Arc::downgrade(&slot));
@@ -275,6 +324,9 @@ impl Hub {
             for w in slot.writers().iter() {
                 w.stop();
             }
+            for (_, c) in slot.connections().iter() {
+                c.end_stream();
+            }
         }
     }
 
@@ -292,9 +344,16 @@ impl Hub {
                     .map(|sid| (sid.clone(), reason));
                 s.ended = old.iter().cloned().chain(new).collect();
             });
+            let ended =
+                |sid: Option<&str>| sid.is_some_and(|sid| sessions.iter().any(|s| s == sid));
             for w in slot.writers().iter() {
-                if w.sid().is_some_and(|sid| sessions.iter().any(|s| s == sid)) {
+                if ended(w.sid()) {
                     w.stop();
+                }
+            }
+            for (sid, c) in slot.connections().iter() {
+                if ended(sid.as_deref()) {
+                    c.end_stream();
                 }
             }
         }

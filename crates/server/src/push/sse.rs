@@ -11,11 +11,17 @@
 //! stream) is handed the subscription itself instead, and writes the same events
 //! to its socket without a body in between.
 //!
+//! A body waiting for a full socket is not polled, so it cannot notice the end of
+//! its session, its token or the server by itself: the subscription ties the
+//! hyper connection to the stream ([`Subscription::attach_connection`]), and the
+//! connection's IO gives up such a write at once (see [`crate::connection`]).
+//!
 //! `Last-Event-ID`: when it equals the current revision, the first event is left
 //! out (the client has it); any other value, or none, gets the current revision
 //! at once. Later events are sent either way.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -32,6 +38,7 @@ use super::subscription::{EndReason, Event, Subscription};
 use crate::api::error::ApiResult;
 use crate::api::extract::ApiQuery;
 use crate::api::PERMISSIONS_REVISION;
+use crate::connection::Connection;
 use crate::state::AppState;
 
 pub(crate) const RETRY: &[u8] = b"retry: 2000\n\n";
@@ -107,12 +114,17 @@ pub(crate) async fn my_events(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<StreamQuery>,
     direct: Option<Extension<Handoff>>,
+    connection: Option<Extension<Arc<Connection>>>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let caller = state
         .authenticate_stream(&headers, query.ticket.as_deref())
         .await?;
-    let subscription = state.subscribe(caller, Transport::Sse, state.config.stream_keepalive)?;
+    let mut subscription =
+        state.subscribe(caller, Transport::Sse, state.config.stream_keepalive)?;
+    if let Some(Extension(connection)) = connection {
+        subscription.attach_connection(connection);
+    }
     let revision = subscription.current_revision();
     let client_has = last_event_id(&headers);
     let body = match direct {
@@ -151,10 +163,16 @@ fn events(
             let (bytes, next) = match event {
                 Event::Permissions { frames, .. } => (frames.sse, Phase::Live),
                 Event::Keepalive => (Bytes::from_static(KEEPALIVE), Phase::Live),
-                Event::End(reason) => (session_frame(reason), Phase::Done),
+                Event::End(reason) => {
+                    sub.ending();
+                    (session_frame(reason), Phase::Done)
+                }
                 // Ending the body ends the response cleanly; the client reconnects
                 // (to another node) after the `retry` delay.
-                Event::Shutdown => return None,
+                Event::Shutdown => {
+                    sub.ending();
+                    return None;
+                }
             };
             Some((Ok(bytes), (sub, next)))
         },

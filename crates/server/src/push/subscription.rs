@@ -15,11 +15,12 @@ use permsync_core::{SessionEnd, Timestamp};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
-use super::hub::{Attached, Frames, Slot, SlotState, ENDED_KEPT};
+use super::hub::{Attached, AttachedConnection, Frames, Slot, SlotState, ENDED_KEPT};
 use super::open_streams::{StreamGuard, Transport};
 use super::writer::DirectWriter;
 use crate::api::error::ApiError;
 use crate::api::extract::Caller;
+use crate::connection::Connection;
 use crate::state::AppState;
 
 /// Why a stream ends with a `session` event.
@@ -79,6 +80,9 @@ pub struct Subscription {
     expires: Instant,
     /// The highest revision this connection was sent (or told it already had).
     sent: u64,
+    /// The hyper connection carrying this stream, ended with it (see
+    /// [`crate::connection`]); `None` on the direct path and without a connection.
+    connection: Option<AttachedConnection>,
     _guard: StreamGuard,
 }
 
@@ -161,6 +165,7 @@ impl AppState {
             keepalive_period,
             expires,
             sent: 0,
+            connection: None,
             _guard: guard,
         })
     }
@@ -186,10 +191,13 @@ impl Subscription {
     pub async fn next(&mut self) -> Event {
         loop {
             let changed = tokio::select! {
+                // The timer first: while revisions keep coming (a client that
+                // reads slowly always has one waiting), the token's expiry must
+                // still be noticed.
                 biased;
+                () = &mut self.timer => false,
                 // The slot lives as long as this subscription, so its sender does.
                 _ = self.rx.changed() => true,
-                () = &mut self.timer => false,
             };
             if !changed {
                 return self.timer_fired();
@@ -229,6 +237,38 @@ impl Subscription {
     /// The highest revision this connection sent.
     pub fn sent(&self) -> u64 {
         self.sent
+    }
+
+    /// When the token's `exp` passes and the stream ends.
+    pub fn expires(&self) -> Instant {
+        self.expires
+    }
+
+    /// Ties the hyper connection carrying this stream to it: the end of its
+    /// session and shutdown end the connection's stream at once, and its
+    /// pending writes give up when the token expires.
+    pub(crate) fn attach_connection(&mut self, connection: Arc<Connection>) {
+        connection.set_stream_deadline(Some(self.expires));
+        self.connection = Some(self.slot.attach_connection(self.sid.clone(), connection));
+    }
+
+    /// The stream is about to write its last frame: if the socket cannot take
+    /// it at once, its connection is reset rather than left waiting.
+    pub fn ending(&self) {
+        if let Some(attached) = &self.connection {
+            attached.connection().end_stream();
+        }
+    }
+
+    /// Whether the stream must end now (shutdown, or the end of its session),
+    /// without taking the slot's revision as seen: for a stream that sends
+    /// something other than revisions (the change stream).
+    pub fn end_now(&self) -> Option<Event> {
+        let slot = self.rx.borrow();
+        if slot.closing {
+            return Some(Event::Shutdown);
+        }
+        ended(&self.state, self.sid.as_deref(), &slot, true).map(Event::End)
     }
 
     /// A writer for a connection whose socket publishers may write to directly,

@@ -17,9 +17,16 @@
 //! ended or the server is closing: from then on only the task writes). A client
 //! that stops reading thus costs its socket buffer and one partial frame at most;
 //! when it reads again, the task writes the latest revision.
+//!
+//! The task's own writes ([`DirectWriter::write_all`]) wait for room with a
+//! timer, the only one a stalled stream costs: a socket that takes no byte for
+//! the write timeout is reset, and one still full when the writer is stopped or
+//! the token expires is reset at once, rather than left to drain its last frame
+//! to a client that does not read (SO_LINGER 0: the kernel drops what it holds).
 
 use std::io;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
 use permsync_core::Timestamp;
@@ -27,6 +34,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::hub::Frames;
 
@@ -65,6 +73,10 @@ pub struct DirectWriter {
     state: Mutex<WriterState>,
     /// Wakes the connection's task: a frame is left to it, or it was stopped.
     wake: Notify,
+    /// Wakes the task's wait for room when the writer is stopped. Apart from
+    /// `wake`, so that publishers' frames do not wake a write stalled on a full
+    /// socket.
+    stopped: Notify,
 }
 
 struct WriterState {
@@ -93,6 +105,7 @@ impl DirectWriter {
                 stopped: false,
             }),
             wake: Notify::new(),
+            stopped: Notify::new(),
         }
     }
 
@@ -160,6 +173,7 @@ impl DirectWriter {
     pub fn stop(&self) {
         self.lock().stopped = true;
         self.wake.notify_one();
+        self.stopped.notify_waiters();
     }
 
     /// Waits until a publisher wakes the task.
@@ -183,18 +197,55 @@ impl DirectWriter {
         state.task_writing = false;
     }
 
-    /// Writes all of `bytes` for the task, waiting for room as needed.
-    pub async fn write_all(&self, mut bytes: &[u8]) -> io::Result<()> {
+    /// Writes all of `bytes` for the task, waiting for room as needed. Resets
+    /// the connection (and fails) when the socket takes no byte for
+    /// `write_timeout`, or is full while the writer is stopped (its session
+    /// ended, the server closes) or after `expires` (the token's end): such a
+    /// stream must end now, and its client is not reading.
+    pub async fn write_all(
+        &self,
+        mut bytes: &[u8],
+        write_timeout: Duration,
+        expires: Instant,
+    ) -> io::Result<()> {
+        // When a wait for room gives up; `None` while bytes go out.
+        let mut give_up: Option<Instant> = None;
         while !bytes.is_empty() {
-            self.socket.writable().await?;
             match self.socket.try_write(bytes) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => bytes = &bytes[n..],
+                Ok(n) => {
+                    bytes = &bytes[n..];
+                    give_up = None;
+                    continue;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
+            let stopped = self.stopped.notified();
+            let mut stopped = std::pin::pin!(stopped);
+            // Enabled before the flag is read, so a `stop` after the read wakes it.
+            stopped.as_mut().enable();
+            let now = Instant::now();
+            if self.lock().stopped || now >= expires {
+                return Err(self.reset());
+            }
+            let due = *give_up.get_or_insert_with(|| (now + write_timeout).min(expires));
+            tokio::select! {
+                ready = self.socket.writable() => ready?,
+                () = stopped => return Err(self.reset()),
+                () = tokio::time::sleep_until(due) => return Err(self.reset()),
+            }
         }
         Ok(())
+    }
+
+    /// Makes closing the socket a reset, which drops what the kernel holds for it.
+    fn reset(&self) -> io::Error {
+        let _ = self.socket.set_zero_linger();
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the stream's socket took nothing in time",
+        )
     }
 
     /// Encodes one of the task's frames for this connection.
@@ -331,7 +382,15 @@ mod tests {
             let mut buf = vec![0; 64 * 1024];
             while client.read(&mut buf).await.unwrap_or(0) > 0 {}
         });
-        writer.write_all(&Frames::new(8).sse_chunk).await.unwrap();
+        let far = Instant::now() + std::time::Duration::from_secs(60);
+        writer
+            .write_all(
+                &Frames::new(8).sse_chunk,
+                std::time::Duration::from_secs(30),
+                far,
+            )
+            .await
+            .unwrap();
         writer.end(8);
         assert_eq!(writer.begin(), (None, 8));
         drain.abort();

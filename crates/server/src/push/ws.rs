@@ -10,6 +10,7 @@
 //! would cost over a GiB for 10k idle sockets, and this socket only ever reads
 //! control frames and closes.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -24,6 +25,7 @@ use super::subscription::{EndReason, Event, Subscription};
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::ApiQuery;
 use crate::api::PERMISSIONS_REVISION;
+use crate::connection::Connection;
 use crate::state::AppState;
 
 /// Read chunk size: client messages are tiny (pongs, a close).
@@ -75,7 +77,12 @@ pub async fn my_ws(
         .await
         .map_err(|r| ApiError::invalid(r.body_text()).with_status(r.status()))?;
     let ping_every = state.config.ws_ping_interval;
-    let subscription = state.subscribe(caller, Transport::WebSocket, ping_every)?;
+    let mut subscription = state.subscribe(caller, Transport::WebSocket, ping_every)?;
+    // The upgraded socket is still the connection's IO: a session end, a token
+    // expiry or shutdown resets it at once if it cannot take the last message.
+    if let Some(connection) = parts.extensions.get::<Arc<Connection>>() {
+        subscription.attach_connection(connection.clone());
+    }
     let revision = subscription.current_revision();
     let mut res = upgrade
         .read_buffer_size(READ_BUFFER)
@@ -141,6 +148,7 @@ async fn serve(mut socket: WebSocket, mut sub: Subscription, ping_every: Duratio
                 }
             }
             Event::End(reason) => {
+                sub.ending();
                 let code = match reason {
                     EndReason::TokenExpired => CLOSE_TOKEN_EXPIRED,
                     EndReason::LoggedOut | EndReason::Revoked => CLOSE_SESSION_ENDED,
@@ -157,6 +165,7 @@ async fn serve(mut socket: WebSocket, mut sub: Subscription, ping_every: Duratio
                 return;
             }
             Event::Shutdown => {
+                sub.ending();
                 close(socket, close_code::AWAY, "server shutting down").await;
                 return;
             }
