@@ -15,6 +15,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
@@ -426,13 +428,21 @@ impl Drop for Background {
 
 /// Raises `user`'s revision again and again, one event on each of their streams
 /// each time, until dropped.
-fn pump_events(server: &Server, admin_token: &str, user: &str) -> Background {
+struct EventPump {
+    _task: Background,
+    /// Events published so far.
+    published: Arc<AtomicU64>,
+}
+
+fn pump_events(server: &Server, admin_token: &str, user: &str) -> EventPump {
     let (url, token, body) = (
         server.url("/v1/invalidate"),
         admin_token.to_string(),
         json!({"users": [user]}),
     );
-    Background(tokio::spawn(async move {
+    let published = Arc::new(AtomicU64::new(0));
+    let count = published.clone();
+    let task = Background(tokio::spawn(async move {
         let client = http();
         loop {
             let r = client
@@ -441,25 +451,50 @@ fn pump_events(server: &Server, admin_token: &str, user: &str) -> Background {
                 .json(&body)
                 .send()
                 .await;
-            if !r.is_ok_and(|r| r.status() == 200) {
+            if r.is_ok_and(|r| r.status() == 200) {
+                count.fetch_add(1, Ordering::Relaxed);
+            } else {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-    }))
+    }));
+    EventPump {
+        _task: task,
+        published,
+    }
 }
 
-/// Waits until the server holds at least 8 KiB it could not send on each stream:
-/// their sockets are full.
-async fn wait_until_full(streams: &[NeverReads]) {
-    const FULL: u64 = 8 * 1024;
+/// Waits until the server's socket of each stream is full: what it holds unsent
+/// has stopped growing while events went on (with `events`), or for half a second
+/// (without: a stream with more to send than any socket buffer), so its next write
+/// waits for room.
+async fn wait_until_full(streams: &[NeverReads], events: Option<&EventPump>) {
+    let published = || events.map_or(0, |p| p.published.load(Ordering::Relaxed));
+    // Per stream: its unsent bytes and the events published since they last changed.
+    let mut last: Vec<(u64, u64)> = streams.iter().map(|_| (0, published())).collect();
+    let mut still_since = vec![Instant::now(); streams.len()];
     let deadline = Instant::now() + Duration::from_secs(30);
-    while streams.iter().any(|s| s.unsent() < FULL) {
-        for s in streams {
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut all_full = true;
+        for (i, s) in streams.iter().enumerate() {
             assert!(
                 s.held(),
                 "the server closed the {} before it filled",
                 s.what
             );
+            let unsent = s.unsent();
+            if unsent != last[i].0 {
+                last[i] = (unsent, published());
+                still_since[i] = Instant::now();
+            }
+            let full = unsent >= 4096
+                && still_since[i].elapsed() >= Duration::from_millis(500)
+                && (events.is_none() || published() >= last[i].1 + 5);
+            all_full &= full;
+        }
+        if all_full {
+            return;
         }
         assert!(
             Instant::now() < deadline,
@@ -469,7 +504,6 @@ async fn wait_until_full(streams: &[NeverReads]) {
                 .map(|s| (s.what, s.unsent()))
                 .collect::<Vec<_>>()
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -636,8 +670,8 @@ async fn a_stream_whose_socket_accepts_nothing_is_closed_after_the_write_timeout
     let admin = e.token("admin", 600);
     let reader = e.token("reader", 600);
     let streams = never_reading_event_streams(server.addr, &reader);
-    let _events = pump_events(&server, &admin, "reader");
-    wait_until_full(&streams).await;
+    let events = pump_events(&server, &admin, "reader");
+    wait_until_full(&streams, Some(&events)).await;
     // The timeout runs from the first write the socket does not take, a little after
     // it was seen full.
     assert_all_closed_within(
@@ -667,7 +701,7 @@ async fn a_never_reading_stream_is_closed_at_once_on_logout() {
         .unwrap();
     let streams = never_reading_event_streams(server.addr, pair["access_token"].as_str().unwrap());
     let events = pump_events(&server, &admin, "reader");
-    wait_until_full(&streams).await;
+    wait_until_full(&streams, Some(&events)).await;
     drop(events);
     let logout = client
         .post(server.url("/v1/auth/logout"))
@@ -709,7 +743,7 @@ async fn a_never_reading_changes_stream_ends_at_once_when_its_token_expires() {
         ),
         "changes stream",
     )];
-    wait_until_full(&streams).await;
+    wait_until_full(&streams, None).await;
     // `exp` is whole seconds: the token expires between ttl - 1 s after it was asked
     // for and ttl after it was printed.
     let expiry = issued + Duration::from_secs(ttl);
@@ -922,7 +956,7 @@ async fn sigterm_exits_within_the_shutdown_timeout_whatever_clients_hold() {
         .unwrap();
     let streams = never_reading_event_streams(server.addr, &reader);
     let events = pump_events(&server, &admin, "reader");
-    wait_until_full(&streams).await;
+    wait_until_full(&streams, Some(&events)).await;
     drop(events);
 
     let started = Instant::now();
