@@ -16,14 +16,14 @@ use crate::tokens::MAX_TOKEN_BYTES;
 
 /// The parts of an unverified token needed to choose its verifier.
 #[derive(Debug)]
-pub(crate) struct Unverified {
+pub struct Unverified {
     pub alg: Algorithm,
     pub kid: Option<String>,
     pub payload: Map<String, Value>,
 }
 
 /// Checks size and shape and decodes header and payload, without trusting either.
-pub(crate) fn parse_unverified(token: &str) -> Result<Unverified, TokenErrorKind> {
+pub fn parse_unverified(token: &str) -> Result<Unverified, TokenErrorKind> {
     // Before any decoding, so an oversized token costs nothing but this comparison.
     if token.len() > MAX_TOKEN_BYTES {
         return Err(TokenErrorKind::TooLarge);

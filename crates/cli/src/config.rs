@@ -85,9 +85,14 @@ impl FileConfig {
     pub fn read(path: &Path) -> anyhow::Result<FileConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
-        // toml's message names the unknown or mistyped key and its line.
-        toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("config file {}: {}", path.display(), e.message()))
+        FileConfig::parse(&text).with_context(|| format!("config file {}", path.display()))
+    }
+
+    /// Parses the text of a configuration file.
+    pub fn parse(text: &str) -> anyhow::Result<FileConfig> {
+        // The whole report names the line and column and shows them; its message
+        // alone does neither, and is empty for some errors (a key without a value).
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
     }
 }
 
@@ -247,8 +252,21 @@ mod tests {
     use super::*;
 
     fn resolve_toml(text: &str) -> anyhow::Result<Resolved> {
-        let file: FileConfig = toml::from_str(text)?;
-        resolve(file, Overrides::default())
+        resolve(FileConfig::parse(text)?, Overrides::default())
+    }
+
+    #[test]
+    fn syntax_errors_say_where_even_when_toml_gives_no_message() {
+        // toml's own message for a key without a value is empty.
+        let err = FileConfig::parse("stale_tokens = \"allow\"\nissuer = ").unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains("line 2, column 10"), "{err}");
+        let err = FileConfig::parse("[streams]\nkeepalive_secs = 5\n").unwrap_err();
+        let err = err.to_string();
+        assert!(
+            err.contains("line 2") && err.contains("keepalive_secs"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! Administrative subcommands write straight to the store; a server running on the
 //! same database sees their changes through its changelog tail.
 
-mod config;
 mod demo;
 mod shop;
 mod web;
@@ -14,6 +13,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use permsync_config as config;
 use permsync_core::{Permission, RoleName, Scope, Timestamp, UserId};
 use permsync_server::time::{now, parse_rfc3339, rfc3339};
 use permsync_store::{Added, NewBinding, NewGrant, SqliteStore, Store};

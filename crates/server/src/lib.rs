@@ -22,6 +22,13 @@ mod token_cache;
 use std::future::Future;
 use std::sync::atomic::Ordering;
 
+/// The direct event stream path's request-head parser and its limits, for the fuzz
+/// targets in `fuzz/`. Not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::push::direct::{parse_head, MAX_HEAD, MAX_HEADERS};
+}
+
 pub use api::{app, openapi};
 pub use config::{Connections, ServerConfig, StaleTokens};
 pub use state::{ensure_signing_key, AppState};

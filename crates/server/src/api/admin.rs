@@ -107,7 +107,7 @@ fn check_limit(limit: Option<u32>) -> ApiResult<u32> {
 
 /// Creates a user, optionally with a password for built-in login.
 #[utoipa::path(post, path = "/v1/users", tag = "admin", request_body = dto::CreateUser,
-    responses((status = 201, body = dto::CreatedUser), (status = 409, body = super::error::Problem)),
+    responses((status = 201, body = dto::CreatedUser), (status = 403, body = super::error::Problem), (status = 409, body = super::error::Problem)),
     security(("bearer" = [])))]
 pub async fn create_user(
     State(state): State<AppState>,
@@ -144,6 +144,7 @@ pub async fn create_user(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListUsersQuery {
     /// Only users whose name starts with this.
@@ -156,7 +157,7 @@ pub struct ListUsersQuery {
 
 /// Lists users by name, a page at a time.
 #[utoipa::path(get, path = "/v1/users", tag = "admin", params(ListUsersQuery),
-    responses((status = 200, body = dto::UserList)), security(("bearer" = [])))]
+    responses((status = 200, body = dto::UserList), (status = 403, body = super::error::Problem)), security(("bearer" = [])))]
 pub async fn list_users(
     State(state): State<AppState>,
     caller: Caller,
@@ -187,7 +188,7 @@ pub async fn list_users(
 
 /// A user's grants, bindings and effective permissions.
 #[utoipa::path(get, path = "/v1/users/{user}", tag = "admin", params(("user" = String, Path)),
-    responses((status = 200, body = dto::UserDetail), (status = 404, body = super::error::Problem)),
+    responses((status = 200, body = dto::UserDetail), (status = 403, body = super::error::Problem), (status = 404, body = super::error::Problem)),
     security(("bearer" = [])))]
 pub async fn get_user(
     State(state): State<AppState>,
@@ -218,7 +219,7 @@ pub async fn get_user(
 
 /// Deletes a user and everything they hold; ends their sessions.
 #[utoipa::path(delete, path = "/v1/users/{user}", tag = "admin", params(("user" = String, Path)),
-    responses((status = 200, body = dto::Seq), (status = 404, body = super::error::Problem)),
+    responses((status = 200, body = dto::Seq), (status = 403, body = super::error::Problem), (status = 404, body = super::error::Problem)),
     security(("bearer" = [])))]
 pub async fn delete_user(
     State(state): State<AppState>,
@@ -294,7 +295,7 @@ pub async fn add_grant(
 
 /// Removes a direct grant.
 #[utoipa::path(delete, path = "/v1/users/{user}/grants/{id}", tag = "admin", params(("user" = String, Path), ("id" = u64, Path)),
-    responses((status = 200, body = dto::Removed), (status = 404, body = super::error::Problem)),
+    responses((status = 200, body = dto::Removed), (status = 403, body = super::error::Problem), (status = 404, body = super::error::Problem)),
     security(("bearer" = [])))]
 pub async fn remove_grant(
     State(state): State<AppState>,
@@ -393,7 +394,7 @@ pub async fn add_binding(
 
 /// Removes a role binding.
 #[utoipa::path(delete, path = "/v1/users/{user}/roles/{id}", tag = "admin", params(("user" = String, Path), ("id" = u64, Path)),
-    responses((status = 200, body = dto::Removed), (status = 404, body = super::error::Problem)),
+    responses((status = 200, body = dto::Removed), (status = 403, body = super::error::Problem), (status = 404, body = super::error::Problem)),
     security(("bearer" = [])))]
 pub async fn remove_binding(
     State(state): State<AppState>,
@@ -433,7 +434,7 @@ pub async fn remove_binding(
 
 /// Ends every session of a user (admins, or the user themselves).
 #[utoipa::path(post, path = "/v1/users/{user}/sessions/revoke", tag = "admin", params(("user" = String, Path)),
-    responses((status = 200, body = dto::SessionsRevoked)), security(("bearer" = [])))]
+    responses((status = 200, body = dto::SessionsRevoked), (status = 403, body = super::error::Problem), (status = 404, body = super::error::Problem)), security(("bearer" = [])))]
 pub async fn revoke_sessions(
     State(state): State<AppState>,
     caller: Caller,
@@ -457,7 +458,7 @@ pub async fn revoke_sessions(
 }
 
 /// Every role with its permissions and member count.
-#[utoipa::path(get, path = "/v1/roles", tag = "admin", responses((status = 200, body = dto::RoleList)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/roles", tag = "admin", responses((status = 200, body = dto::RoleList), (status = 403, body = super::error::Problem)), security(("bearer" = [])))]
 pub async fn list_roles(
     State(state): State<AppState>,
     caller: Caller,
@@ -479,7 +480,7 @@ pub async fn list_roles(
 
 /// Creates or replaces a role; every bound user's revision increases.
 #[utoipa::path(put, path = "/v1/roles/{role}", tag = "admin", params(("role" = String, Path)), request_body = dto::PutRole,
-    responses((status = 201, body = dto::RoleSaved), (status = 200, body = dto::RoleSaved)), security(("bearer" = [])))]
+    responses((status = 201, body = dto::RoleSaved), (status = 200, body = dto::RoleSaved), (status = 403, body = super::error::Problem)), security(("bearer" = [])))]
 pub async fn put_role(
     State(state): State<AppState>,
     caller: Caller,
@@ -533,7 +534,7 @@ pub async fn put_role(
 
 /// Deletes a role and its bindings; bound users' revisions increase.
 #[utoipa::path(delete, path = "/v1/roles/{role}", tag = "admin", params(("role" = String, Path)),
-    responses((status = 200, body = dto::Seq), (status = 404, body = super::error::Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = dto::Seq), (status = 403, body = super::error::Problem), (status = 404, body = super::error::Problem)), security(("bearer" = [])))]
 pub async fn delete_role(
     State(state): State<AppState>,
     caller: Caller,
@@ -552,7 +553,7 @@ pub async fn delete_role(
 /// Raises and pushes the listed users' revisions without changing permsync's own
 /// data, for apps that keep permissions in their own database.
 #[utoipa::path(post, path = "/v1/invalidate", tag = "admin", request_body = dto::InvalidateRequest,
-    responses((status = 200, body = dto::Invalidated)), security(("bearer" = [])))]
+    responses((status = 200, body = dto::Invalidated), (status = 403, body = super::error::Problem)), security(("bearer" = [])))]
 pub async fn invalidate(
     State(state): State<AppState>,
     caller: Caller,
@@ -601,6 +602,7 @@ pub async fn invalidate(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ChangesQuery {
     /// Only changes with a larger `seq` (default 0).
@@ -611,7 +613,7 @@ pub struct ChangesQuery {
 
 /// The audit log: committed changes in `seq` order.
 #[utoipa::path(get, path = "/v1/changes", tag = "admin", params(ChangesQuery),
-    responses((status = 200, body = dto::ChangeList)), security(("bearer" = [])))]
+    responses((status = 200, body = dto::ChangeList), (status = 403, body = super::error::Problem)), security(("bearer" = [])))]
 pub async fn list_changes(
     State(state): State<AppState>,
     caller: Caller,

@@ -10,6 +10,7 @@ mod auth;
 mod check;
 mod me;
 mod ops;
+mod problems;
 mod tabs;
 
 use std::sync::Arc;
@@ -92,6 +93,7 @@ fn routes() -> (Router<AppState>, Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(authenticated)
         .split_for_parts();
     api.merge(public_api);
+    problems::document(&mut api);
     (authenticated, public.merge(ops::routes()), api)
 }
 

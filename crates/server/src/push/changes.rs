@@ -46,6 +46,7 @@ use crate::state::AppState;
 const PAGE: u32 = 256;
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeStreamQuery {
     /// Start after this `seq` (default 0, the beginning). `Last-Event-ID` wins.

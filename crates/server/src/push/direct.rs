@@ -56,9 +56,9 @@ use crate::api::error::ApiError;
 const PREFIX: &[u8] = b"GET /v1/me/events";
 /// The largest request head accepted (a bearer token and a browser's headers fit
 /// many times over).
-const MAX_HEAD: usize = 16 * 1024;
+pub const MAX_HEAD: usize = 16 * 1024;
 /// The most header lines accepted.
-const MAX_HEADERS: usize = 64;
+pub const MAX_HEADERS: usize = 64;
 /// How many bytes a client may send once its stream started before it is closed.
 const MAX_SENT_AFTER_HEAD: usize = 64;
 /// The largest non-stream answer written (they are problem+json documents).
@@ -178,7 +178,7 @@ fn head_too_large() -> ApiError {
 }
 
 /// Parses a request head; `None` while it is incomplete.
-fn parse_head(
+pub fn parse_head(
     buf: &[u8],
     remote: SocketAddr,
 ) -> Result<Option<(Request<Body>, Version)>, ApiError> {

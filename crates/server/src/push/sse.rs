@@ -55,6 +55,7 @@ pub(crate) fn session_frame(reason: EndReason) -> Bytes {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct StreamQuery {
     /// A single-use ticket from `POST /v1/me/events/ticket`, for clients that
