@@ -13,7 +13,8 @@
 //!   ([`hash_password`], [`verify_password`]).
 //! - **What is a fresh unguessable opaque value?** [`random_token`] for refresh tokens,
 //!   session ids, `jti` and stream tickets, and [`sha256_hex`] to store refresh tokens
-//!   hashed.
+//!   hashed; [`seal_successor`] keeps a rotated token's successor readable only by
+//!   that token's holder (the refresh grace window).
 //!
 //! Design decisions worth knowing before changing anything:
 //!
@@ -39,6 +40,7 @@ mod jwt;
 mod keys;
 mod opaque;
 mod password;
+mod successor;
 mod tokens;
 
 pub use claims::{AccessClaims, Verified};
@@ -46,7 +48,10 @@ pub use error::{ConfigError, TokenError, TokenErrorKind};
 pub use issuer::{ExternalIssuer, IssuerKey};
 pub use keys::{generate_ed25519, KeyMaterial};
 pub use opaque::{random_token, sha256_hex};
-pub use password::{hash_password, verify_password};
+pub use password::{
+    hash_password, hash_password_in, verify_password, verify_password_in, HashMemory,
+};
+pub use successor::{open_successor, seal_successor};
 pub use tokens::{Tokens, CLOCK_LEEWAY_SECS, JWKS_REFETCH_INTERVAL_SECS, MAX_TOKEN_BYTES};
 
 /// The token decoding that runs before any key is chosen, for the fuzz targets in

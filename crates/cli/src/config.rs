@@ -29,6 +29,10 @@ pub struct FileConfig {
     pub cors: Option<CorsConfig>,
     pub streams: Option<StreamsConfig>,
     pub connections: Option<ConnectionsConfig>,
+    pub login: Option<LoginConfig>,
+    /// Serve even when the database files are readable or writable by group or
+    /// others (they hold the private signing keys).
+    pub allow_readable_store: Option<bool>,
     #[serde(default)]
     pub issuers: Vec<IssuerConfig>,
 }
@@ -50,6 +54,18 @@ pub struct ConnectionsConfig {
     pub shutdown_timeout: Option<u64>,
     /// A socket that accepts no bytes of a pending write this long is closed.
     pub stream_write_timeout: Option<u64>,
+}
+
+/// The `[login]` table: password hashing and refresh settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginConfig {
+    /// Password hashes computed at once (default: 2 × available cores).
+    pub max_concurrent_hashes: Option<usize>,
+    /// Seconds a login waits for a hashing slot before 503.
+    pub hash_queue_timeout: Option<u64>,
+    /// Seconds after a rotation in which the rotated refresh token is a race, not reuse.
+    pub refresh_reuse_grace: Option<u64>,
 }
 
 /// The `[streams]` table: event stream settings.
@@ -111,6 +127,7 @@ pub struct Resolved {
     pub addr: String,
     pub db: String,
     pub server: ServerConfig,
+    pub allow_readable_store: bool,
 }
 
 pub fn resolve(file: FileConfig, over: Overrides) -> anyhow::Result<Resolved> {
@@ -148,6 +165,9 @@ pub fn resolve(file: FileConfig, over: Overrides) -> anyhow::Result<Resolved> {
     if let Some(connections) = file.connections {
         apply_connections(&mut server, connections)?;
     }
+    if let Some(login) = file.login {
+        apply_login(&mut server, login)?;
+    }
     for issuer in file.issuers {
         server.external_issuers.push(external_issuer(issuer)?);
     }
@@ -161,7 +181,30 @@ pub fn resolve(file: FileConfig, over: Overrides) -> anyhow::Result<Resolved> {
             .or(file.db)
             .unwrap_or_else(|| DEFAULT_DB.to_string()),
         server,
+        allow_readable_store: file.allow_readable_store.unwrap_or(false),
     })
+}
+
+fn apply_login(server: &mut ServerConfig, c: LoginConfig) -> anyhow::Result<()> {
+    if let Some(n) = c.max_concurrent_hashes {
+        if !(1..=1024).contains(&n) {
+            bail!("login.max_concurrent_hashes must be between 1 and 1024");
+        }
+        server.max_concurrent_hashes = n;
+    }
+    if let Some(secs) = c.hash_queue_timeout {
+        if secs > 60 {
+            bail!("login.hash_queue_timeout must be between 0 and 60 seconds");
+        }
+        server.hash_queue_timeout = Duration::from_secs(secs);
+    }
+    if let Some(secs) = c.refresh_reuse_grace {
+        if secs > 60 {
+            bail!("login.refresh_reuse_grace must be between 0 and 60 seconds");
+        }
+        server.refresh_reuse_grace = Duration::from_secs(secs);
+    }
+    Ok(())
 }
 
 /// The protocol promises a keepalive at least every 15 s, so that is the most.
@@ -316,6 +359,39 @@ mod tests {
             ("read_timeout = 5", "read_timeout"),
         ] {
             let err = match resolve_toml(&format!("[connections]\n{toml}\n")) {
+                Ok(_) => panic!("{toml} was accepted"),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains(named), "{toml}: {err}");
+        }
+    }
+
+    #[test]
+    fn login_settings_come_from_the_login_table() {
+        let r = resolve_toml(
+            "allow_readable_store = true\n[login]\nmax_concurrent_hashes = 3\n\
+             hash_queue_timeout = 2\nrefresh_reuse_grace = 0\n",
+        )
+        .unwrap();
+        assert_eq!(r.server.max_concurrent_hashes, 3);
+        assert_eq!(r.server.hash_queue_timeout, Duration::from_secs(2));
+        assert_eq!(r.server.refresh_reuse_grace, Duration::ZERO);
+        assert!(r.allow_readable_store);
+        let defaults = resolve_toml("").unwrap();
+        assert!(!defaults.allow_readable_store);
+        assert_eq!(
+            defaults.server.max_concurrent_hashes,
+            permsync_server::config::default_max_concurrent_hashes()
+        );
+        assert_eq!(defaults.server.hash_queue_timeout, Duration::from_secs(5));
+        assert_eq!(defaults.server.refresh_reuse_grace, Duration::from_secs(5));
+        for (toml, named) in [
+            ("max_concurrent_hashes = 0", "login.max_concurrent_hashes"),
+            ("hash_queue_timeout = 61", "login.hash_queue_timeout"),
+            ("refresh_reuse_grace = 61", "login.refresh_reuse_grace"),
+            ("grace = 1", "grace"),
+        ] {
+            let err = match resolve_toml(&format!("[login]\n{toml}\n")) {
                 Ok(_) => panic!("{toml} was accepted"),
                 Err(e) => e.to_string(),
             };

@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use permsync_config as config;
 use permsync_core::{Permission, RoleName, Scope, Timestamp, UserId};
 use permsync_server::time::{now, parse_rfc3339, rfc3339};
-use permsync_store::{Added, NewBinding, NewGrant, SqliteStore, Store};
+use permsync_store::{Added, NewBinding, NewGrant, NewSession, SqliteStore, Store};
 
 /// Who the command line acts as in the audit log.
 const ACTOR: &str = "cli";
@@ -516,15 +516,38 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 Vec::new(),
             )?;
             let index = store.load().await?.into_index();
-            let iat = now().0 / 1000;
+            let at = now();
+            let iat = at.0 / 1000;
+            let exp = iat + ttl as i64;
+            // A session of its own, like a login's, so the token counts only while
+            // it is live: revoking the user's sessions ends it. Its refresh token
+            // is never shown, so it ends at the token's expiry at the latest.
+            let sid = permsync_auth::random_token();
+            store
+                .create_session(
+                    NewSession {
+                        id: sid.clone(),
+                        user: user.clone(),
+                        refresh_hash: permsync_auth::sha256_hex(&permsync_auth::random_token()),
+                        refresh_expires_at: Timestamp(exp * 1000),
+                    },
+                    at,
+                )
+                .await
+                .map_err(|e| match e {
+                    permsync_store::StoreError::NotFound(_) => {
+                        anyhow::anyhow!("user {user} not found")
+                    }
+                    other => other.into(),
+                })?;
             let token = tokens.sign(&permsync_auth::AccessClaims {
                 iss: defaults.issuer,
                 sub: user.to_string(),
                 aud: defaults.audience,
                 iat,
-                exp: iat + ttl as i64,
+                exp,
                 jti: permsync_auth::random_token(),
-                sid: format!("cli-{}", permsync_auth::random_token()),
+                sid,
                 prev: index.revision(user.as_str()),
                 perms: None,
             });
@@ -571,6 +594,9 @@ async fn serve(cfg: config::Resolved, demo: bool) -> anyhow::Result<()> {
     if let Err(e) = permsync_server::raise_open_files_limit() {
         tracing::warn!(error = %e, "could not raise the open files limit");
     }
+    if !cfg.allow_readable_store {
+        refuse_readable_store(&cfg.db)?;
+    }
     let store = open_store_url(&cfg.db).await?;
     if demo {
         demo::seed(store.as_ref())
@@ -596,6 +622,40 @@ async fn serve(cfg: config::Resolved, demo: bool) -> anyhow::Result<()> {
     permsync_server::run(listener, state, shutdown_signal())
         .await
         .context("serving")?;
+    Ok(())
+}
+
+/// Refuses a database whose files (the database, `-wal`, `-shm`) other users may
+/// read or write: they hold the private signing keys, and anyone who reads them
+/// can sign tokens for any user.
+fn refuse_readable_store(url: &str) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let Ok(files) = permsync_store::database_files(url) else {
+            // An unparsable URL fails with a better message when opened.
+            return Ok(());
+        };
+        let exposed: Vec<String> = files
+            .iter()
+            .filter_map(|file| {
+                let mode = std::fs::metadata(file).ok()?.permissions().mode() & 0o777;
+                (mode & 0o066 != 0).then(|| format!("{} (mode {mode:04o})", file.display()))
+            })
+            .collect();
+        if !exposed.is_empty() {
+            let first = files[0].display();
+            bail!(
+                "the database is readable or writable by other users: {}. It holds the \
+                 private signing keys. Fix it with `chmod 600 {first}*` (the database and \
+                 its -wal and -shm files), or set `allow_readable_store = true` in the \
+                 configuration file to serve anyway",
+                exposed.join(", ")
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = url;
     Ok(())
 }
 

@@ -184,6 +184,7 @@ fn errors_are_one_clear_line_and_a_failure_exit() {
         (vec!["user", "add", "bob"], "exists"),
         (vec!["show", "ghost"], "not found"),
         (vec!["token", "bob", "--ttl", "0"], "ttl"),
+        (vec!["token", "ghost"], "not found"),
         (vec!["user", "add", "bad name"], "user"),
     ] {
         let err = e.fails(&args);
@@ -383,4 +384,103 @@ fn config_file_env_and_flags_in_that_order() {
     )
     .unwrap();
     assert!(err.contains("256.0.0.1:8"), "{err}");
+}
+
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[cfg(unix)]
+fn set_mode(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The database holds the private signing keys: its files are the owner's alone,
+/// and `serve` refuses files others may read unless told to allow them.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn database_files_are_private_and_a_readable_store_is_refused() {
+    let e = Env::new();
+    e.ok(&["user", "add", "alice"]);
+    let db = e.dir.path().join("p.db");
+    let [wal, shm] = ["p.db-wal", "p.db-shm"].map(|f| e.dir.path().join(f));
+    {
+        let server = e.serve(&[]);
+        let token = e.ok(&["token", "alice"]).trim().to_string();
+        let (status, _, _) = get_json(&format!("{}/v1/me/permissions", server.base), &token).await;
+        assert_eq!(status, 200);
+        // While the server holds the database, all three files exist.
+        for file in [&db, &wal, &shm] {
+            assert_eq!(mode(file), 0o600, "{}", file.display());
+        }
+    }
+
+    set_mode(&db, 0o644);
+    let err = e.fails(&["serve", "--addr", "127.0.0.1:0"]);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    for needle in [
+        db.to_str().unwrap(),
+        "0644",
+        "chmod 600",
+        "allow_readable_store = true",
+    ] {
+        assert!(err.contains(needle), "the refusal names {needle:?}: {err}");
+    }
+    set_mode(&db, 0o600);
+    // The -wal file counts too (it holds recent writes, keys among them).
+    std::fs::write(&wal, b"").unwrap();
+    set_mode(&wal, 0o660);
+    let err = e.fails(&["serve", "--addr", "127.0.0.1:0"]);
+    assert!(err.contains("p.db-wal (mode 0660)"), "{err}");
+
+    // Told to allow it, it serves.
+    let config = e.dir.path().join("permsync.toml");
+    std::fs::write(&config, "allow_readable_store = true\n").unwrap();
+    let server = e.serve(&["--config", config.to_str().unwrap()]);
+    let r = http()
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// `permsync token` opens a session in the store like a login does, so revoking
+/// the user's sessions ends its token, and a token naming no session is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cli_token_is_a_real_session_that_revocation_ends() {
+    let e = Env::new();
+    e.ok(&["user", "add", "admin"]);
+    e.ok(&["user", "add", "alice"]);
+    e.ok(&["grant", "admin", "permsync:admin"]);
+    let server = e.serve(&[]);
+    let alice = e.ok(&["token", "alice", "--ttl", "600"]).trim().to_string();
+    let admin = e.ok(&["token", "admin"]).trim().to_string();
+    let url = format!("{}/v1/me/permissions", server.base);
+    assert_eq!(get_json(&url, &alice).await.0, 200);
+    let r = http()
+        .post(format!("{}/v1/users/alice/sessions/revoke", server.base))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (status, body, _) = get_json(&url, &alice).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["code"], "invalid_token");
+    assert_eq!(
+        get_json(&url, &admin).await.0,
+        200,
+        "only alice's sessions end"
+    );
+    // A new token is a new session.
+    let again = e.ok(&["token", "alice"]).trim().to_string();
+    assert_eq!(get_json(&url, &again).await.0, 200);
 }

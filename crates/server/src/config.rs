@@ -44,8 +44,23 @@ pub struct ServerConfig {
     pub max_streams_per_user: usize,
     /// How long a stream ticket (`POST /v1/me/events/ticket`) stays redeemable.
     pub stream_ticket_ttl: Duration,
+    /// Password hashes and verifications (login, user creation) run at once; more
+    /// wait for a slot. Each takes about 19 MiB while it runs.
+    pub max_concurrent_hashes: usize,
+    /// How long a request waits for a hashing slot before 503 `unavailable`.
+    pub hash_queue_timeout: Duration,
+    /// A rotated refresh token presented again within this of its rotation, while
+    /// its successor is current, is tabs refreshing together, not a theft: it gets
+    /// the same successor. Zero makes every such presentation reuse.
+    pub refresh_reuse_grace: Duration,
     /// Time limits and the cap on connections (the `[connections]` table).
     pub connections: Connections,
+}
+
+/// Two hashing slots per core: Argon2 keeps a core busy, so more at once only
+/// cost memory.
+pub fn default_max_concurrent_hashes() -> usize {
+    2 * std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// How long a connection may take for each of its steps, how many may be open,
@@ -103,6 +118,9 @@ impl Default for ServerConfig {
             ws_ping_interval: Duration::from_secs(15),
             max_streams_per_user: 16,
             stream_ticket_ttl: Duration::from_secs(30),
+            max_concurrent_hashes: default_max_concurrent_hashes(),
+            hash_queue_timeout: Duration::from_secs(5),
+            refresh_reuse_grace: Duration::from_secs(5),
             connections: Connections::default(),
         }
     }

@@ -13,6 +13,7 @@ mod limits;
 pub mod metrics;
 pub mod push;
 mod serve;
+mod sessions;
 pub mod state;
 pub mod tabs;
 mod tail;

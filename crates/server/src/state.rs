@@ -1,7 +1,6 @@
 //! The shared state of one server: the store, the in-memory index projected from
 //! its changelog, token keys, metrics and limits.
 
-use std::collections::HashSet;
 use std::ops::Deref;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
@@ -32,8 +31,10 @@ pub struct Inner {
     pub metrics: Metrics,
     pub limits: Limits,
     pub hub: Hub,
-    /// Sessions ended while their access tokens may still be alive.
-    pub ended_sessions: RwLock<HashSet<String>>,
+    /// Sessions known live or ended: the session test of every permsync token.
+    pub sessions: crate::sessions::Sessions,
+    /// Slots for password hashing (login, user creation), bounding its memory.
+    pub hashing: crate::limits::HashSlots,
     /// Serializes appliers of the changelog, so changes apply once and in order.
     pub(crate) applier: tokio::sync::Mutex<()>,
     pub shutting_down: AtomicBool,
@@ -74,7 +75,8 @@ impl AppState {
             .context("loading permissions from the store")?
             .into_index();
         let applied_seq = index.applied_seq();
-        let since = now().plus_millis(-(config.access_token_ttl.as_millis() as i64) - 60_000);
+        let retention = session_retention(&config);
+        let since = now().plus_millis(-(retention.as_millis() as i64));
         let ended = store
             .ended_sessions(since)
             .await
@@ -90,10 +92,12 @@ impl AppState {
             tokens,
             verified_tokens: Default::default(),
             limits: Limits::new(&config),
+            hashing: crate::limits::HashSlots::new(&config),
             config,
             metrics,
             hub,
-            ended_sessions: RwLock::new(ended.into_iter().collect()),
+            sessions: crate::sessions::Sessions::new(retention, ended),
+
             applier: tokio::sync::Mutex::new(()),
             shutting_down: AtomicBool::new(false),
             tickets,
@@ -115,6 +119,13 @@ impl AppState {
     pub fn now(&self) -> Timestamp {
         now()
     }
+}
+
+/// How long after a session's end one of its access tokens may still verify:
+/// their lifetime plus the verifier's clock leeway.
+pub fn session_retention(config: &ServerConfig) -> std::time::Duration {
+    config.access_token_ttl
+        + std::time::Duration::from_secs(permsync_auth::CLOCK_LEEWAY_SECS.unsigned_abs())
 }
 
 /// Returns the store's signing keys, creating the first one if there is none.

@@ -8,6 +8,8 @@ use crate::state::AppState;
 
 /// How many changes are read from the store per round trip.
 const BATCH: u32 = 1000;
+/// How often ended sessions are forgotten, in memory and in the store.
+const SESSION_PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl AppState {
     /// Applies every change committed before the call and not applied yet (and
@@ -32,10 +34,9 @@ impl AppState {
                     reason,
                 } = &change.kind
                 {
-                    self.ended_sessions
-                        .write()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .extend(sessions.iter().cloned());
+                    let at = std::time::Instant::now();
+                    self.sessions
+                        .ended(sessions.iter().map(|sid| (sid.clone(), at)));
                     self.hub.end_sessions(user, sessions, *reason);
                 }
                 if !affected.is_empty() {
@@ -66,6 +67,8 @@ impl AppState {
         let mut tick = tokio::time::interval(self.config.tail_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut commits = self.store.commit_signal();
+        let mut prune = tokio::time::interval(SESSION_PRUNE_INTERVAL);
+        prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let commit_signal = async {
                 match commits.as_mut() {
@@ -75,6 +78,10 @@ impl AppState {
             };
             tokio::select! {
                 _ = tick.tick() => {}
+                _ = prune.tick() => {
+                    self.prune_sessions().await;
+                    continue;
+                }
                 alive = commit_signal => {
                     if !alive {
                         commits = None;
@@ -100,6 +107,26 @@ impl AppState {
                     Err(e) => tracing::warn!(error = %e, "expiring grants failed; retrying"),
                 }
             }
+        }
+    }
+
+    /// Forgets what no token can need any more: ended sessions in memory once
+    /// their access tokens have all expired, and in the store the sessions (and
+    /// their refresh tokens) that ended or ran out that long ago, and sealed
+    /// successors past the refresh grace window. Every node of a database may do
+    /// it; the store's part is idempotent.
+    async fn prune_sessions(&self) {
+        let forgotten = self.sessions.prune(std::time::Instant::now());
+        let now = self.now();
+        let retention = crate::state::session_retention(&self.config);
+        let before = now.plus_millis(-(retention.as_millis() as i64));
+        let sealed_before = now.plus_millis(-(self.config.refresh_reuse_grace.as_millis() as i64));
+        match self.store.prune_sessions(before, sealed_before).await {
+            Ok(pruned) if pruned > 0 || forgotten > 0 => {
+                tracing::debug!(pruned, forgotten, "pruned finished sessions");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "pruning sessions failed; retrying later"),
         }
     }
 }

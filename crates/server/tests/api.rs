@@ -524,7 +524,18 @@ async fn login_refresh_rotation_reuse_and_logout() {
         StatusCode::OK
     );
 
-    // Reusing the rotated token revokes the whole session.
+    // Once its successor was rotated too, the first token is an older one:
+    // presenting it, even within the grace window, revokes the whole session.
+    let r2 = s
+        .call(
+            Method::POST,
+            "/v1/auth/refresh",
+            None,
+            Some(json!({"refresh_token": refresh2})),
+        )
+        .await;
+    assert_eq!(r2.status, StatusCode::OK);
+    let refresh3 = r2.body["refresh_token"].as_str().unwrap().to_string();
     let reuse = s
         .call(
             Method::POST,
@@ -549,7 +560,7 @@ async fn login_refresh_rotation_reuse_and_logout() {
             Method::POST,
             "/v1/auth/refresh",
             None,
-            Some(json!({"refresh_token": refresh2})),
+            Some(json!({"refresh_token": refresh3})),
         )
         .await;
     assert_problem(&after, 401, "invalid_token");

@@ -509,6 +509,7 @@ async fn role_edits_in_a_row_reach_hundreds_of_members_in_order() {
             .create_user("test", &user, None, now)
             .await
             .unwrap();
+        live.s.open_session(user.as_str()).await;
         let binding = permsync_store::NewBinding {
             user: user.clone(),
             role: role.clone(),
@@ -681,7 +682,7 @@ fn short_token(live: &Live, user: &str, sid: &str, secs: i64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keepalives_flow_and_an_expired_token_closes_the_stream() {
     let live = Live::start(fast_config()).await;
-    let token = short_token(&live, "alice", "s-short", 2);
+    let token = short_token(&live, "alice", "test-session-alice", 2);
     let mut sse = live.sse(&token).await;
     sse.opening().await;
     let mut ws = live.ws("/v1/me/ws", Some(&token)).await.unwrap();

@@ -14,6 +14,7 @@
 //! The cases panic on failure, like any test.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use futures_util::future::join_all;
 use permsync_core::{
@@ -21,7 +22,8 @@ use permsync_core::{
 };
 
 use crate::{
-    Added, NewBinding, NewGrant, NewSession, RefreshOutcome, SigningKey, State, Store, StoreError,
+    Added, NewBinding, NewGrant, NewSession, RefreshOutcome, Rotation, SigningKey, State, Store,
+    StoreError,
 };
 
 /// Generates one `#[tokio::test]` per conformance case. `$make` is an expression
@@ -38,6 +40,9 @@ macro_rules! conformance_tests {
             delete_user_keeps_revision_monotonic,
             refresh_rotation_and_reuse,
             sessions_end_and_revoke,
+            refresh_reuse_grace,
+            refresh_races_are_decided_by_the_store,
+            prune_sessions_removes_finished_ones,
             list_users_pagination,
             signing_keys,
             seq_gap_free_and_round_trip,
@@ -102,6 +107,42 @@ fn new_session(id: &str, u: &str, hash: &str, expires_at: Timestamp) -> NewSessi
 }
 
 /// Every committed change, read in pages the way a tailer reads them.
+/// Presents refresh token `old` (its hash, here), to be replaced by `new`, with no
+/// grace window: any presentation of a rotated token is reuse.
+async fn rotate(
+    store: &dyn Store,
+    old: &str,
+    new: &str,
+    new_expires_at: Timestamp,
+    at: Timestamp,
+) -> crate::Result<RefreshOutcome> {
+    rotate_with_grace(store, old, new, new_expires_at, Duration::ZERO, at).await
+}
+
+/// As [`rotate`], with a grace window; the successor is "sealed" as `sealed:NEW`.
+async fn rotate_with_grace(
+    store: &dyn Store,
+    old: &str,
+    new: &str,
+    new_expires_at: Timestamp,
+    reuse_grace: Duration,
+    at: Timestamp,
+) -> crate::Result<RefreshOutcome> {
+    let sealed = format!("sealed:{new}");
+    store
+        .rotate_refresh(
+            Rotation {
+                old_hash: old,
+                new_hash: new,
+                new_expires_at,
+                successor_sealed: sealed.as_bytes(),
+                reuse_grace,
+            },
+            at,
+        )
+        .await
+}
+
 async fn all_changes(store: &dyn Store) -> Vec<Change> {
     let mut out: Vec<Change> = Vec::new();
     loop {
@@ -753,10 +794,7 @@ pub async fn delete_user_keeps_revision_monotonic(store: &dyn Store) {
         "sessions ending touches nobody's revision"
     );
     assert_eq!(
-        store
-            .rotate_refresh("r1", "r1b", t(20_000), t(4))
-            .await
-            .unwrap(),
+        rotate(store, "r1", "r1b", t(20_000), t(4)).await.unwrap(),
         RefreshOutcome::Invalid
     );
     let ended = store.ended_sessions(t(3)).await.unwrap();
@@ -823,10 +861,7 @@ pub async fn refresh_rotation_and_reuse(store: &dyn Store) {
     );
     let seq_before = store.last_seq().await.unwrap();
 
-    let rotated = store
-        .rotate_refresh("r1", "r2", t(20_000), t(2))
-        .await
-        .unwrap();
+    let rotated = rotate(store, "r1", "r2", t(20_000), t(2)).await.unwrap();
     assert_eq!(
         rotated,
         RefreshOutcome::Rotated {
@@ -834,10 +869,7 @@ pub async fn refresh_rotation_and_reuse(store: &dyn Store) {
             user: user("alice")
         }
     );
-    let rotated = store
-        .rotate_refresh("r2", "r3", t(20_000), t(3))
-        .await
-        .unwrap();
+    let rotated = rotate(store, "r2", "r3", t(20_000), t(3)).await.unwrap();
     assert_eq!(
         rotated,
         RefreshOutcome::Rotated {
@@ -851,18 +883,14 @@ pub async fn refresh_rotation_and_reuse(store: &dyn Store) {
         "rotation is not a change"
     );
     assert_eq!(
-        store
-            .rotate_refresh("unknown", "r9", t(20_000), t(3))
+        rotate(store, "unknown", "r9", t(20_000), t(3))
             .await
             .unwrap(),
         RefreshOutcome::Invalid
     );
 
     // r1 was rotated away: presenting it again revokes the session.
-    let reused = store
-        .rotate_refresh("r1", "r4", t(20_000), t(4))
-        .await
-        .unwrap();
+    let reused = rotate(store, "r1", "r4", t(20_000), t(4)).await.unwrap();
     let RefreshOutcome::Reused {
         session,
         user: who,
@@ -885,17 +913,11 @@ pub async fn refresh_rotation_and_reuse(store: &dyn Store) {
     assert_eq!(all_changes(store).await.last(), Some(&change));
     // Every token of the session is dead now, the current one included.
     assert_eq!(
-        store
-            .rotate_refresh("r3", "r5", t(20_000), t(5))
-            .await
-            .unwrap(),
+        rotate(store, "r3", "r5", t(20_000), t(5)).await.unwrap(),
         RefreshOutcome::Invalid
     );
     assert_eq!(
-        store
-            .rotate_refresh("r1", "r6", t(20_000), t(5))
-            .await
-            .unwrap(),
+        rotate(store, "r1", "r6", t(20_000), t(5)).await.unwrap(),
         RefreshOutcome::Invalid
     );
     assert_eq!(
@@ -917,13 +939,249 @@ pub async fn refresh_rotation_and_reuse(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(
-        store
-            .rotate_refresh("q1", "q2", t(20_000), t(100))
+        rotate(store, "q1", "q2", t(20_000), t(100)).await.unwrap(),
+        RefreshOutcome::Invalid
+    );
+    assert_eq!(store.last_seq().await.unwrap(), change.seq);
+}
+
+/// A rotated token presented again within the grace window, while its successor is
+/// the session's current token, is a race of tabs refreshing together: the
+/// successor comes back sealed as it was stored, and nothing changes. After the
+/// window, or once the successor was rotated in turn, it is reuse.
+pub async fn refresh_reuse_grace(store: &dyn Store) {
+    const GRACE: Duration = Duration::from_secs(5);
+    let alice = user("alice");
+    store.create_user(ADMIN, &alice, None, t(0)).await.unwrap();
+    store
+        .create_session(new_session("s1", "alice", "r1", t(60_000)), t(1))
+        .await
+        .unwrap();
+    let rotated = RefreshOutcome::Rotated {
+        session: "s1".into(),
+        user: alice.clone(),
+    };
+    let raced = |session: &str, successor: &str| RefreshOutcome::Raced {
+        session: session.into(),
+        user: alice.clone(),
+        successor_sealed: format!("sealed:{successor}").into_bytes(),
+    };
+    assert_eq!(
+        rotate_with_grace(store, "r1", "r2", t(60_000), GRACE, t(1_000))
+            .await
+            .unwrap(),
+        rotated
+    );
+    let seq = store.last_seq().await.unwrap();
+    for at in [t(1_000), t(3_000), t(6_000)] {
+        assert_eq!(
+            rotate_with_grace(store, "r1", "unused", t(60_000), GRACE, at)
+                .await
+                .unwrap(),
+            raced("s1", "r2"),
+            "within the window, the same successor every time"
+        );
+    }
+    assert_eq!(
+        store.last_seq().await.unwrap(),
+        seq,
+        "a race commits nothing"
+    );
+    assert_eq!(
+        rotate(store, "unused", "x", t(60_000), t(3_000))
+            .await
+            .unwrap(),
+        RefreshOutcome::Invalid,
+        "a race stores no new token"
+    );
+    assert_eq!(
+        store.open_session_user("s1").await.unwrap(),
+        Some(alice.clone())
+    );
+
+    // The successor rotates as usual; r1 is an older token now, within its
+    // window or not: presenting it ends the session.
+    assert_eq!(
+        rotate_with_grace(store, "r2", "r3", t(60_000), GRACE, t(4_000))
+            .await
+            .unwrap(),
+        rotated
+    );
+    assert_eq!(
+        rotate_with_grace(store, "r2", "unused", t(60_000), GRACE, t(4_500))
+            .await
+            .unwrap(),
+        raced("s1", "r3")
+    );
+    let RefreshOutcome::Reused { session, .. } =
+        rotate_with_grace(store, "r1", "r9", t(60_000), GRACE, t(4_500))
+            .await
+            .unwrap()
+    else {
+        panic!("an older token within its window must be reuse");
+    };
+    assert_eq!(session, "s1");
+    assert_eq!(store.open_session_user("s1").await.unwrap(), None);
+    assert_eq!(
+        rotate_with_grace(store, "r3", "r4", t(60_000), GRACE, t(4_600))
             .await
             .unwrap(),
         RefreshOutcome::Invalid
     );
-    assert_eq!(store.last_seq().await.unwrap(), change.seq);
+
+    // Past the window, the just-rotated token is reuse too (the window's edge
+    // still counts as a race).
+    store
+        .create_session(new_session("s2", "alice", "q1", t(60_000)), t(10_000))
+        .await
+        .unwrap();
+    rotate_with_grace(store, "q1", "q2", t(60_000), GRACE, t(10_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        rotate_with_grace(store, "q1", "unused", t(60_000), GRACE, t(15_000))
+            .await
+            .unwrap(),
+        raced("s2", "q2")
+    );
+    assert!(matches!(
+        rotate_with_grace(store, "q1", "unused", t(60_000), GRACE, t(15_001))
+            .await
+            .unwrap(),
+        RefreshOutcome::Reused { .. }
+    ));
+    assert_eq!(store.open_session_user("s2").await.unwrap(), None);
+}
+
+/// Presentations of one refresh token at the same moment: the store decides,
+/// one rotates and every other one gets that rotation's successor.
+pub async fn refresh_races_are_decided_by_the_store(store: &dyn Store) {
+    const TABS: usize = 5;
+    let alice = user("alice");
+    store.create_user(ADMIN, &alice, None, t(0)).await.unwrap();
+    store
+        .create_session(new_session("s1", "alice", "r1", t(60_000)), t(1))
+        .await
+        .unwrap();
+    let news: Vec<String> = (0..TABS).map(|i| format!("r2-{i}")).collect();
+    let outcomes =
+        join_all(news.iter().map(|new| {
+            rotate_with_grace(store, "r1", new, t(60_000), Duration::from_secs(5), t(2))
+        }))
+        .await;
+    let winners: Vec<usize> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| matches!(o, Ok(RefreshOutcome::Rotated { .. })))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one rotation: {outcomes:?}");
+    let successor = &news[winners[0]];
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        if i == winners[0] {
+            continue;
+        }
+        assert_eq!(
+            outcome.unwrap(),
+            RefreshOutcome::Raced {
+                session: "s1".into(),
+                user: alice.clone(),
+                successor_sealed: format!("sealed:{successor}").into_bytes(),
+            }
+        );
+    }
+    assert_eq!(
+        store.open_session_user("s1").await.unwrap(),
+        Some(alice.clone())
+    );
+    assert!(store.ended_sessions(t(0)).await.unwrap().is_empty());
+    assert!(matches!(
+        rotate(store, successor, "r3", t(60_000), t(3))
+            .await
+            .unwrap(),
+        RefreshOutcome::Rotated { .. }
+    ));
+}
+
+/// Session rows do not grow for ever: the ones ended, or whose refresh tokens all
+/// expired, before the cutoff go with their tokens; sealed successors are
+/// forgotten once their window has passed.
+pub async fn prune_sessions_removes_finished_ones(store: &dyn Store) {
+    const GRACE: Duration = Duration::from_secs(5);
+    let alice = user("alice");
+    store.create_user(ADMIN, &alice, None, t(0)).await.unwrap();
+    for (id, hash, expires) in [
+        ("ended-early", "e1", t(100_000)),
+        ("expired", "x1", t(20)),
+        ("extended", "d1", t(20)),
+        ("live", "l1", t(100_000)),
+        ("ended-late", "n1", t(100_000)),
+    ] {
+        store
+            .create_session(new_session(id, "alice", hash, expires), t(1))
+            .await
+            .unwrap();
+    }
+    store
+        .end_session_by_refresh("e1", SessionEnd::LoggedOut, t(10))
+        .await
+        .unwrap();
+    // A rotation extends the session past its first token's expiry.
+    rotate_with_grace(store, "d1", "d2", t(100_000), GRACE, t(15))
+        .await
+        .unwrap();
+    store
+        .end_session_by_refresh("n1", SessionEnd::LoggedOut, t(50))
+        .await
+        .unwrap();
+    let seq = store.last_seq().await.unwrap();
+
+    assert_eq!(store.prune_sessions(t(30), t(0)).await.unwrap(), 2);
+    assert_eq!(store.prune_sessions(t(30), t(0)).await.unwrap(), 0);
+    assert_eq!(store.last_seq().await.unwrap(), seq, "pruning is no change");
+    for (id, open) in [
+        ("ended-early", false),
+        ("expired", false),
+        ("extended", true),
+        ("live", true),
+        ("ended-late", false),
+        ("never", false),
+    ] {
+        assert_eq!(
+            store.open_session_user(id).await.unwrap(),
+            open.then(|| alice.clone()),
+            "{id}"
+        );
+    }
+    assert_eq!(
+        store.ended_sessions(t(0)).await.unwrap(),
+        vec!["ended-late"]
+    );
+    for gone in ["e1", "x1"] {
+        assert_eq!(
+            rotate(store, gone, "z", t(100_000), t(40)).await.unwrap(),
+            RefreshOutcome::Invalid,
+            "{gone}"
+        );
+    }
+
+    // Within its window, the rotated token of "extended" still gets its
+    // successor, until the sealed copy is forgotten: then it is plain reuse.
+    assert!(matches!(
+        rotate_with_grace(store, "d1", "z", t(100_000), GRACE, t(18))
+            .await
+            .unwrap(),
+        RefreshOutcome::Raced { .. }
+    ));
+    store.prune_sessions(t(30), t(16)).await.unwrap();
+    assert!(matches!(
+        rotate_with_grace(store, "d1", "z", t(100_000), GRACE, t(19))
+            .await
+            .unwrap(),
+        RefreshOutcome::Reused { .. }
+    ));
+    assert_eq!(store.open_session_user("extended").await.unwrap(), None);
+    assert_eq!(store.open_session_user("live").await.unwrap(), Some(alice));
 }
 
 /// Logout by refresh token and revoking all of a user's sessions.
@@ -983,10 +1241,7 @@ pub async fn sessions_end_and_revoke(store: &dyn Store) {
         None
     );
     assert_eq!(
-        store
-            .rotate_refresh("ra1", "x", t(20_000), t(3))
-            .await
-            .unwrap(),
+        rotate(store, "ra1", "x", t(20_000), t(3)).await.unwrap(),
         RefreshOutcome::Invalid
     );
 
@@ -1020,17 +1275,11 @@ pub async fn sessions_end_and_revoke(store: &dyn Store) {
         None
     );
     assert_eq!(
-        store
-            .rotate_refresh("ra2", "y", t(20_000), t(5))
-            .await
-            .unwrap(),
+        rotate(store, "ra2", "y", t(20_000), t(5)).await.unwrap(),
         RefreshOutcome::Invalid
     );
     assert_eq!(
-        store
-            .rotate_refresh("rb1", "rb2", t(20_000), t(5))
-            .await
-            .unwrap(),
+        rotate(store, "rb1", "rb2", t(20_000), t(5)).await.unwrap(),
         RefreshOutcome::Rotated {
             session: "b1".into(),
             user: user("bob")
@@ -1272,16 +1521,10 @@ pub async fn seq_gap_free_and_round_trip(store: &dyn Store) {
         .create_session(new_session("s3", "bob", "q9", t(10_000)), t(9))
         .await
         .unwrap();
-    store
-        .rotate_refresh("r1", "r2", t(10_000), t(10))
-        .await
-        .unwrap();
+    rotate(store, "r1", "r2", t(10_000), t(10)).await.unwrap();
     let RefreshOutcome::Reused {
         change: Some(c), ..
-    } = store
-        .rotate_refresh("r1", "r3", t(10_000), t(11))
-        .await
-        .unwrap()
+    } = rotate(store, "r1", "r3", t(10_000), t(11)).await.unwrap()
     else {
         panic!("expected reuse");
     };

@@ -18,7 +18,7 @@ use permsync_core::{
 pub mod conformance;
 mod sqlite;
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{database_files, SqliteStore};
 
 /// Store failures, classified into neutral kinds the API maps to HTTP statuses.
 #[derive(Debug, thiserror::Error)]
@@ -108,13 +108,38 @@ pub struct NewSession {
     pub id: String,
     pub user: UserId,
     pub refresh_hash: String,
+    /// Also the session's end, unless a rotation extends it.
     pub refresh_expires_at: Timestamp,
+}
+
+/// One use of a refresh token: what replaces it, if it is current.
+#[derive(Debug, Clone)]
+pub struct Rotation<'a> {
+    /// Hash of the presented token.
+    pub old_hash: &'a str,
+    /// Hash of the token that replaces it.
+    pub new_hash: &'a str,
+    pub new_expires_at: Timestamp,
+    /// The new token, sealed with a key only the presented token's holder can
+    /// derive; handed back, as is, to a presentation within the grace window.
+    pub successor_sealed: &'a [u8],
+    /// How long after its rotation a token presented again is a race of tabs
+    /// refreshing together rather than a theft.
+    pub reuse_grace: std::time::Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RefreshOutcome {
     /// The token was current; it is now replaced by the new one.
     Rotated { session: String, user: UserId },
+    /// The token was rotated within the grace window and its successor is still
+    /// the session's current token: nothing changed, and the successor, sealed as
+    /// it was given at the rotation, is handed back for the caller to open.
+    Raced {
+        session: String,
+        user: UserId,
+        successor_sealed: Vec<u8>,
+    },
     /// The token had already been rotated: the whole session is now revoked, by `change`.
     Reused {
         session: String,
@@ -230,14 +255,12 @@ pub trait Store: Send + Sync + 'static {
 
     async fn password_hash(&self, user: &UserId) -> Result<Option<String>>;
     async fn create_session(&self, session: NewSession, at: Timestamp) -> Result<()>;
-    /// Rotates a refresh token (by hash) to `new_hash`.
-    async fn rotate_refresh(
-        &self,
-        old_hash: &str,
-        new_hash: &str,
-        new_expires_at: Timestamp,
-        at: Timestamp,
-    ) -> Result<RefreshOutcome>;
+    /// Rotates a refresh token (by hash). One transaction decides among racing
+    /// presentations of the same token: the first rotates it; the others, within
+    /// `reuse_grace` of that rotation and while its successor is current, get
+    /// `Raced`; any other presentation of a rotated token ends the session.
+    async fn rotate_refresh(&self, rotation: Rotation<'_>, at: Timestamp)
+        -> Result<RefreshOutcome>;
     /// Ends the session holding this refresh token; `None` if there was none open.
     async fn end_session_by_refresh(
         &self,
@@ -254,6 +277,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<Change>>;
     /// Ids of sessions ended at or after `since` (their access tokens may still be alive).
     async fn ended_sessions(&self, since: Timestamp) -> Result<Vec<String>>;
+    /// The user of session `id` while it is open; `None` when it ended or never
+    /// existed (or was pruned).
+    async fn open_session_user(&self, id: &str) -> Result<Option<UserId>>;
+    /// Deletes the sessions, with their refresh tokens, that ended before `before`
+    /// or whose refresh tokens all expired before it, and forgets the sealed
+    /// successors of tokens rotated before `sealed_before` (past the grace window
+    /// nobody may open them). Returns how many sessions went.
+    async fn prune_sessions(&self, before: Timestamp, sealed_before: Timestamp) -> Result<u64>;
 
     // ---- keys ----
 

@@ -273,3 +273,28 @@ async fn another_stores_commit_is_signalled_at_once() {
     let memory = SqliteStore::open("sqlite::memory:").await.unwrap();
     assert!(memory.commit_signal().is_none());
 }
+
+/// The database holds the private signing keys: every file of it is the owner's
+/// alone, whatever the umask lets a new file be.
+#[cfg(unix)]
+#[tokio::test]
+async fn database_files_are_created_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let store = fresh_store().await;
+    store
+        .create_user("cli", &user("alice"), Some("h"), Timestamp(1))
+        .await
+        .unwrap();
+    let files = permsync_store::database_files(&store.url()).unwrap();
+    assert_eq!(files.len(), 3);
+    for file in &files {
+        let mode = std::fs::metadata(file)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+    }
+    assert!(permsync_store::database_files("sqlite::memory:")
+        .unwrap()
+        .is_empty());
+}

@@ -120,10 +120,12 @@ pub async fn create_user(
         Some(pw) if pw.is_empty() || pw.len() > 1024 => {
             return Err(ApiError::invalid("a password is 1 to 1024 bytes"));
         }
+        // In the same bounded slots as login's checks: each hash holds ~19 MiB.
         Some(pw) => Some(
-            tokio::task::spawn_blocking(move || permsync_auth::hash_password(&pw))
-                .await
-                .map_err(ApiError::internal)?,
+            state
+                .hashing
+                .run(move |memory| permsync_auth::hash_password_in(&pw, memory))
+                .await?,
         ),
         None => None,
     };

@@ -1,11 +1,14 @@
-//! Built-in identity: login, refresh with rotation and reuse detection, logout.
+//! Built-in identity: login, refresh with rotation and reuse detection (and a
+//! grace window for tabs refreshing together), logout.
+
+use std::time::Instant;
 
 use axum::extract::State;
-use axum::http::{Extensions, StatusCode};
+use axum::http::{header, Extensions, HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use permsync_auth::{random_token, sha256_hex, AccessClaims};
 use permsync_core::{SessionEnd, UserId};
-use permsync_store::{NewSession, RefreshOutcome};
+use permsync_store::{NewSession, RefreshOutcome, Rotation};
 
 use super::dto::{LoginRequest, RefreshRequest, TokenPair};
 use super::error::{ApiError, ApiResult, Code};
@@ -58,23 +61,39 @@ fn bad_credentials() -> ApiError {
         .with_status(StatusCode::UNAUTHORIZED)
 }
 
+/// An answer carrying tokens: no cache may keep it (RFC 6749 §5.1).
+type Tokens = ([(HeaderName, &'static str); 2], axum::Json<TokenPair>);
+
+fn uncached(pair: TokenPair) -> Tokens {
+    (
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::PRAGMA, "no-cache"),
+        ],
+        axum::Json(pair),
+    )
+}
+
 /// Exchanges a username and password for an access token and a refresh token.
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest,
-    responses((status = 200, body = TokenPair), (status = 401, body = super::error::Problem), (status = 429, body = super::error::Problem)))]
+    responses((status = 200, body = TokenPair), (status = 401, body = super::error::Problem),
+        (status = 429, body = super::error::Problem), (status = 503, body = super::error::Problem)))]
 pub async fn login(
     State(state): State<AppState>,
     ext: Extensions,
     ApiJson(req): ApiJson<LoginRequest>,
-) -> ApiResult<axum::Json<TokenPair>> {
+) -> ApiResult<Tokens> {
     let ip = client_ip(&ext).to_string();
     let user_key = format!(
         "user:{}",
         req.username.chars().take(128).collect::<String>()
     );
     let keys = [user_key.as_str(), ip.as_str()];
-    state
+    // Counted as a failure before the hash runs, so guesses made at the same
+    // moment cannot all get past the limit.
+    let attempt = state
         .limits
-        .check_login(&keys)
+        .begin_login(&keys)
         .map_err(ApiError::rate_limited)?;
     let user = UserId::parse(&req.username).ok();
     let hash = match &user {
@@ -82,21 +101,28 @@ pub async fn login(
         None => None,
     };
     let password = req.password;
-    // Argon2 is deliberately slow: keep it off the async workers. Unknown users
-    // go through a dummy verification, so both failures take similar time.
-    let ok = tokio::task::spawn_blocking(move || {
-        permsync_auth::verify_password(hash.as_deref(), &password)
-    })
-    .await
-    .map_err(ApiError::internal)?;
+    // Argon2 is deliberately slow: keep it off the async workers, a bounded number
+    // at a time. Unknown users go through a dummy verification, so both failures
+    // take similar time.
+    let ok = match state
+        .hashing
+        .run(move |memory| permsync_auth::verify_password_in(hash.as_deref(), &password, memory))
+        .await
+    {
+        Ok(ok) => ok,
+        Err(busy) => {
+            attempt.not_checked();
+            return Err(busy);
+        }
+    };
     let Some(user) = user.filter(|_| ok) else {
-        state.limits.record_login_failure(&keys);
         return Err(bad_credentials());
     };
-    state.limits.clear_login_failures(&user_key);
+    attempt.succeeded(&user_key);
     let sid = random_token();
     let refresh = random_token();
     let now = state.now();
+    let asked_at = Instant::now();
     state
         .store
         .create_session(
@@ -110,31 +136,52 @@ pub async fn login(
             now,
         )
         .await?;
-    Ok(axum::Json(state.token_pair(&user, &sid, refresh)))
+    state.session_opened(&sid, &user, asked_at);
+    Ok(uncached(state.token_pair(&user, &sid, refresh)))
 }
 
 /// Rotates a refresh token: the old one stops working. Presenting a rotated one
-/// again revokes the whole session.
+/// again revokes the whole session, unless it comes within the grace window of
+/// its rotation (tabs refreshing together), which gets the same new refresh token.
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
     responses((status = 200, body = TokenPair), (status = 401, body = super::error::Problem)))]
 pub async fn refresh(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<RefreshRequest>,
-) -> ApiResult<axum::Json<TokenPair>> {
+) -> ApiResult<Tokens> {
     let now = state.now();
     let next = random_token();
+    let sealed = permsync_auth::seal_successor(&req.refresh_token, &next);
+    let asked_at = Instant::now();
     let outcome = state
         .store
         .rotate_refresh(
-            &sha256_hex(&req.refresh_token),
-            &sha256_hex(&next),
-            now.plus_millis(state.config.refresh_token_ttl.as_millis() as i64),
+            Rotation {
+                old_hash: &sha256_hex(&req.refresh_token),
+                new_hash: &sha256_hex(&next),
+                new_expires_at: now.plus_millis(state.config.refresh_token_ttl.as_millis() as i64),
+                successor_sealed: &sealed,
+                reuse_grace: state.config.refresh_reuse_grace,
+            },
             now,
         )
         .await?;
     match outcome {
         RefreshOutcome::Rotated { session, user } => {
-            Ok(axum::Json(state.token_pair(&user, &session, next)))
+            state.session_opened(&session, &user, asked_at);
+            Ok(uncached(state.token_pair(&user, &session, next)))
+        }
+        RefreshOutcome::Raced {
+            session,
+            user,
+            successor_sealed,
+        } => {
+            // Only the holder of the presented token can open it; it was sealed
+            // for exactly that token, so failing to open means a damaged row.
+            let successor = permsync_auth::open_successor(&req.refresh_token, &successor_sealed)
+                .ok_or_else(|| ApiError::internal("a sealed refresh successor did not open"))?;
+            state.session_opened(&session, &user, asked_at);
+            Ok(uncached(state.token_pair(&user, &session, successor)))
         }
         RefreshOutcome::Reused { .. } => {
             state.catch_up().await?;

@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, Code};
 use crate::config::StaleTokens;
+use crate::sessions::Known;
 use crate::state::AppState;
 
 /// `axum::Json`, with rejections as problem+json.
@@ -182,14 +183,17 @@ impl AppState {
             .user
             .clone()
             .ok_or_else(|| ApiError::token("sub is not a valid user id"))?;
+        // Only permsync's own tokens carry a session (their verification requires
+        // `sid`): they count while it is live, whoever holds the signing key.
         if let Some(sid) = &v.sid {
-            if self
-                .ended_sessions
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(sid)
-            {
-                return Err(ApiError::token("the session has ended"));
+            let live = match self.sessions.known(sid, &user) {
+                Known::Live => true,
+                Known::Dead => false,
+                // Boxed: a miss is rare (a session opened by another process).
+                Known::Unknown => Box::pin(self.session_is_live(sid, &user)).await?,
+            };
+            if !live {
+                return Err(ApiError::token("the session has ended or does not exist"));
             }
         }
         if self.config.stale_tokens == StaleTokens::Reject {

@@ -124,12 +124,7 @@ impl AppState {
     }
 
     fn session_ended(&self, sid: Option<&str>) -> bool {
-        sid.is_some_and(|sid| {
-            self.ended_sessions
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(sid)
-        })
+        sid.is_some_and(|sid| self.sessions.is_ended(sid))
     }
 
     /// Joins `caller`'s revision slot and takes a place in the stream count.

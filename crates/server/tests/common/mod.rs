@@ -71,6 +71,25 @@ impl TestServer {
             .await
             .unwrap();
         self.state.catch_up().await.unwrap();
+        self.open_session(name).await;
+    }
+
+    /// Opens the session [`TestServer::token`] signs tokens for (`test-session-USER`),
+    /// as a login would: permsync's tokens count only while their session is live.
+    pub async fn open_session(&self, user: &str) {
+        let now = permsync_server::time::now();
+        self.store
+            .create_session(
+                permsync_store::NewSession {
+                    id: format!("test-session-{user}"),
+                    user: UserId::parse(user).unwrap(),
+                    refresh_hash: permsync_auth::sha256_hex(&permsync_auth::random_token()),
+                    refresh_expires_at: now.plus_millis(3_600_000),
+                },
+                now,
+            )
+            .await
+            .unwrap();
     }
 
     pub async fn grant(&self, user: &str, permission: &str, scope: Option<&str>) {
@@ -138,6 +157,8 @@ impl TestServer {
         self.role("editor", &["doc:edit", "doc:comment"]).await;
     }
 
+    /// A token of `user`'s test session, opened by [`TestServer::user`] (or
+    /// [`TestServer::open_session`]).
     pub fn token(&self, user: &str) -> String {
         self.state.issue_access_token(
             &UserId::parse(user).unwrap(),

@@ -18,6 +18,7 @@ mod changelog;
 mod commits;
 mod errors;
 
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -32,8 +33,8 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use self::changelog::id_to_sql;
 use crate::{
-    Added, NewBinding, NewGrant, NewSession, RefreshOutcome, Result, SigningKey, State, Store,
-    StoreError, UserPage,
+    Added, NewBinding, NewGrant, NewSession, RefreshOutcome, Result, Rotation, SigningKey, State,
+    Store, StoreError, UserPage,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -75,14 +76,12 @@ impl SqliteStore {
     ///
     /// `url` is `sqlite://relative/path.db`, `sqlite:///absolute/path.db`, a plain file
     /// path, or `sqlite::memory:` for a private in-memory database (tests).
+    ///
+    /// A new database file is created readable and writable by its owner only
+    /// (0600): it holds the private signing keys. SQLite gives the `-wal` and `-shm`
+    /// files it makes beside it the database file's mode.
     pub async fn open(url: &str) -> Result<SqliteStore> {
-        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        let options = if url.starts_with("sqlite:") {
-            SqliteConnectOptions::from_str(url)
-                .map_err(|e| StoreError::Internal(format!("invalid database url: {e}")))?
-        } else {
-            SqliteConnectOptions::new().filename(url)
-        };
+        let (options, in_memory) = connect_options(url)?;
         if !in_memory {
             // `create_if_missing` makes the file, not its folder (`data/permsync.db`).
             if let Some(dir) = options
@@ -94,6 +93,7 @@ impl SqliteStore {
                     StoreError::Unavailable("cannot create the database folder".into())
                 })?;
             }
+            create_private_file(options.get_filename())?;
         }
         let file = options.get_filename().to_path_buf();
         let options = options
@@ -153,6 +153,52 @@ impl SqliteStore {
             first_seq: seq,
             _serial: serial,
         })
+    }
+}
+
+/// The database files of `url`: the database and the `-wal` and `-shm` files
+/// SQLite keeps beside it in WAL mode (whether or not they exist yet); none for an
+/// in-memory database.
+pub fn database_files(url: &str) -> Result<Vec<PathBuf>> {
+    let (options, in_memory) = connect_options(url)?;
+    if in_memory {
+        return Ok(Vec::new());
+    }
+    let db = options.get_filename().to_path_buf();
+    let beside = |suffix: &str| {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    Ok(vec![beside(""), beside("-wal"), beside("-shm")])
+}
+
+/// Parses a database URL or plain path; `true` for an in-memory database.
+fn connect_options(url: &str) -> Result<(SqliteConnectOptions, bool)> {
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    let options = if url.starts_with("sqlite:") {
+        SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Internal(format!("invalid database url: {e}")))?
+    } else {
+        SqliteConnectOptions::new().filename(url)
+    };
+    Ok((options, in_memory))
+}
+
+/// Creates an empty database file with mode 0600 unless one exists, before SQLite
+/// would create it with 0644 (under the usual umask). SQLite treats an empty file
+/// as a new database.
+fn create_private_file(path: &Path) -> Result<()> {
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    match open.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(_) => Err(StoreError::Unavailable(
+            "cannot create the database file".into(),
+        )),
     }
 }
 
@@ -423,6 +469,18 @@ fn binding_from_row(
         created_by,
     })
 }
+
+/// A `refresh_tokens` row joined with its session: session, expires_at, rotated_at,
+/// successor_hash, successor_sealed, user, ended_at.
+type RefreshRow = (
+    String,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<Vec<u8>>,
+    String,
+    Option<i64>,
+);
 
 /// Something due to expire, read by [`Store::expire_due`].
 enum Due {
@@ -1053,10 +1111,11 @@ impl Store for SqliteStore {
             .bind(at.millis())
             .execute(w.conn())
             .await?;
-        sqlx::query("INSERT INTO sessions (id, user, created_at) VALUES (?, ?, ?)")
+        sqlx::query("INSERT INTO sessions (id, user, created_at, expires_at) VALUES (?, ?, ?, ?)")
             .bind(&session.id)
             .bind(session.user.as_str())
             .bind(at.millis())
+            .bind(session.refresh_expires_at.millis())
             .execute(w.conn())
             .await?;
         sqlx::query("INSERT INTO refresh_tokens (hash, session, expires_at) VALUES (?, ?, ?)")
@@ -1068,29 +1127,59 @@ impl Store for SqliteStore {
         w.commit().await
     }
 
-    async fn rotate_refresh(
-        &self,
-        old_hash: &str,
-        new_hash: &str,
-        new_expires_at: Timestamp,
-        at: Timestamp,
-    ) -> Result<RefreshOutcome> {
+    async fn rotate_refresh(&self, r: Rotation<'_>, at: Timestamp) -> Result<RefreshOutcome> {
+        // Racing presentations of one token queue here (and, from other processes,
+        // on SQLite's write lock): each sees what the ones before it committed.
         let mut w = self.write().await?;
-        let found: Option<(String, i64, Option<i64>, String, Option<i64>)> = sqlx::query_as(
-            "SELECT t.session, t.expires_at, t.rotated_at, s.user, s.ended_at \
+        let found: Option<RefreshRow> = sqlx::query_as(
+            "SELECT t.session, t.expires_at, t.rotated_at, t.successor_hash, t.successor_sealed, \
+             s.user, s.ended_at \
              FROM refresh_tokens t JOIN sessions s ON s.id = t.session WHERE t.hash = ?",
         )
-        .bind(old_hash)
+        .bind(r.old_hash)
         .fetch_optional(w.conn())
         .await?;
-        let Some((session, expires_at, rotated_at, user, ended_at)) = found else {
+        let Some((
+            session,
+            expires_at,
+            rotated_at,
+            successor_hash,
+            successor_sealed,
+            user,
+            ended_at,
+        )) = found
+        else {
             return Ok(RefreshOutcome::Invalid);
         };
         if ended_at.is_some() || expires_at <= at.millis() {
             return Ok(RefreshOutcome::Invalid);
         }
         let user = user_from_db(&user)?;
-        if rotated_at.is_some() {
+        if let Some(rotated_at) = rotated_at {
+            let grace = i64::try_from(r.reuse_grace.as_millis()).unwrap_or(i64::MAX);
+            let within_grace = at.millis().saturating_sub(rotated_at) <= grace;
+            if let (true, Some(successor), Some(sealed)) =
+                (within_grace, successor_hash, successor_sealed)
+            {
+                // Only while the successor is still the current token: once it was
+                // rotated in turn, this one is an older token, whoever holds it.
+                let successor_current: Option<i64> = sqlx::query_scalar(
+                    "SELECT 1 FROM refresh_tokens WHERE hash = ? AND session = ? \
+                     AND rotated_at IS NULL AND expires_at > ?",
+                )
+                .bind(&successor)
+                .bind(&session)
+                .bind(at.millis())
+                .fetch_optional(w.conn())
+                .await?;
+                if successor_current.is_some() {
+                    return Ok(RefreshOutcome::Raced {
+                        session,
+                        user,
+                        successor_sealed: sealed,
+                    });
+                }
+            }
             // A rotated token presented again means two parties hold the session's
             // tokens; neither can be trusted, so the whole session ends.
             let change = w
@@ -1109,15 +1198,34 @@ impl Store for SqliteStore {
                 change: Some(change),
             });
         }
-        sqlx::query("UPDATE refresh_tokens SET rotated_at = ? WHERE hash = ?")
-            .bind(at.millis())
-            .bind(old_hash)
+        // Only the token rotated last keeps a sealed successor: an older one can
+        // never be answered with it.
+        sqlx::query(
+            "UPDATE refresh_tokens SET successor_hash = NULL, successor_sealed = NULL \
+             WHERE session = ? AND successor_sealed IS NOT NULL",
+        )
+        .bind(&session)
+        .execute(w.conn())
+        .await?;
+        sqlx::query(
+            "UPDATE refresh_tokens SET rotated_at = ?, successor_hash = ?, successor_sealed = ? \
+             WHERE hash = ?",
+        )
+        .bind(at.millis())
+        .bind(r.new_hash)
+        .bind(r.successor_sealed)
+        .bind(r.old_hash)
+        .execute(w.conn())
+        .await?;
+        sqlx::query("INSERT INTO refresh_tokens (hash, session, expires_at) VALUES (?, ?, ?)")
+            .bind(r.new_hash)
+            .bind(&session)
+            .bind(r.new_expires_at.millis())
             .execute(w.conn())
             .await?;
-        sqlx::query("INSERT INTO refresh_tokens (hash, session, expires_at) VALUES (?, ?, ?)")
-            .bind(new_hash)
+        sqlx::query("UPDATE sessions SET expires_at = max(expires_at, ?) WHERE id = ?")
+            .bind(r.new_expires_at.millis())
             .bind(&session)
-            .bind(new_expires_at.millis())
             .execute(w.conn())
             .await?;
         w.commit().await?;
@@ -1173,6 +1281,54 @@ impl Store for SqliteStore {
                 .fetch_all(&self.pool)
                 .await?;
         Ok(ids)
+    }
+
+    async fn open_session_user(&self, id: &str) -> Result<Option<UserId>> {
+        let user: Option<String> =
+            sqlx::query_scalar("SELECT user FROM sessions WHERE id = ? AND ended_at IS NULL")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        user.as_deref().map(user_from_db).transpose()
+    }
+
+    async fn prune_sessions(&self, before: Timestamp, sealed_before: Timestamp) -> Result<u64> {
+        const GONE: &str = "(ended_at < ?1 OR (ended_at IS NULL AND expires_at < ?1))";
+        // Look before taking the write lock, as `expire_due` does: most rounds find
+        // nothing to do.
+        let any: i64 = sqlx::query_scalar(&format!(
+            "SELECT EXISTS (SELECT 1 FROM sessions WHERE {GONE}) \
+             OR EXISTS (SELECT 1 FROM refresh_tokens WHERE successor_sealed IS NOT NULL \
+             AND rotated_at < ?2)"
+        ))
+        .bind(before.millis())
+        .bind(sealed_before.millis())
+        .fetch_one(&self.pool)
+        .await?;
+        if any == 0 {
+            return Ok(0);
+        }
+        let mut w = self.write().await?;
+        sqlx::query(
+            "UPDATE refresh_tokens SET successor_hash = NULL, successor_sealed = NULL \
+             WHERE successor_sealed IS NOT NULL AND rotated_at < ?",
+        )
+        .bind(sealed_before.millis())
+        .execute(w.conn())
+        .await?;
+        sqlx::query(&format!(
+            "DELETE FROM refresh_tokens WHERE session IN (SELECT id FROM sessions WHERE {GONE})"
+        ))
+        .bind(before.millis())
+        .execute(w.conn())
+        .await?;
+        let gone = sqlx::query(&format!("DELETE FROM sessions WHERE {GONE}"))
+            .bind(before.millis())
+            .execute(w.conn())
+            .await?
+            .rows_affected();
+        w.commit().await?;
+        Ok(gone)
     }
 
     async fn signing_keys(&self) -> Result<Vec<SigningKey>> {
