@@ -467,35 +467,19 @@ fn pump_events(server: &Server, admin_token: &str, user: &str) -> EventPump {
 /// Waits until the server's socket of each stream is full: what it holds unsent
 /// has stopped growing while events went on (with `events`), or for half a second
 /// (without: a stream with more to send than any socket buffer), so its next write
-/// waits for room.
+/// waits for room. A stream found full is not looked at again: the server may close
+/// it while another fills.
 async fn wait_until_full(streams: &[NeverReads], events: Option<&EventPump>) {
     let published = || events.map_or(0, |p| p.published.load(Ordering::Relaxed));
-    // Per stream: its unsent bytes and the events published since they last changed.
-    let mut last: Vec<(u64, u64)> = streams.iter().map(|_| (0, published())).collect();
-    let mut still_since = vec![Instant::now(); streams.len()];
+    // Per stream: its unsent bytes, when they last changed and the events
+    // published by then.
+    let mut last: Vec<(u64, Instant, u64)> = streams
+        .iter()
+        .map(|_| (0, Instant::now(), published()))
+        .collect();
+    let mut full = vec![false; streams.len()];
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let mut all_full = true;
-        for (i, s) in streams.iter().enumerate() {
-            assert!(
-                s.held(),
-                "the server closed the {} before it filled",
-                s.what
-            );
-            let unsent = s.unsent();
-            if unsent != last[i].0 {
-                last[i] = (unsent, published());
-                still_since[i] = Instant::now();
-            }
-            let full = unsent >= 4096
-                && still_since[i].elapsed() >= Duration::from_millis(500)
-                && (events.is_none() || published() >= last[i].1 + 5);
-            all_full &= full;
-        }
-        if all_full {
-            return;
-        }
+    while full.contains(&false) {
         assert!(
             Instant::now() < deadline,
             "the streams did not fill within 30 s: {:?}",
@@ -504,6 +488,26 @@ async fn wait_until_full(streams: &[NeverReads], events: Option<&EventPump>) {
                 .map(|s| (s.what, s.unsent()))
                 .collect::<Vec<_>>()
         );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for (i, s) in streams.iter().enumerate() {
+            if full[i] {
+                continue;
+            }
+            assert!(
+                s.held(),
+                "the server closed the {} before it filled",
+                s.what
+            );
+            let unsent = s.unsent();
+            let (before, since, published_then) = last[i];
+            if unsent != before {
+                last[i] = (unsent, Instant::now(), published());
+                continue;
+            }
+            full[i] = unsent >= 4096
+                && since.elapsed() >= Duration::from_millis(500)
+                && (events.is_none() || published() >= published_then + 5);
+        }
     }
 }
 
