@@ -26,6 +26,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
+/// How long the silent sockets are watched at most, once all are open.
+const WATCH_AT_MOST: Duration = Duration::from_secs(90);
 /// Connections opened at once while the silent sockets are set up.
 const CONNECT_AT_ONCE: usize = 500;
 
@@ -82,23 +84,35 @@ async fn shed(addr: SocketAddr, count: usize) {
     let all_open = Instant::now();
     let mut first_closed: Option<Instant> = None;
     let mut last_closed = all_open;
-    while let Some(closed) = held.join_next().await {
-        let at = closed.unwrap();
+    let mut closed = 0;
+    let watch_until = all_open + WATCH_AT_MOST;
+    while let Ok(Some(at)) = tokio::time::timeout_at(watch_until.into(), held.join_next()).await {
+        let at = at.unwrap();
+        closed += 1;
         first_closed = Some(first_closed.map_or(at, |f| f.min(at)));
         last_closed = last_closed.max(at);
+    }
+    if closed < count {
+        println!(
+            "{} of {count} sockets still open {} s after the last opened",
+            count - closed,
+            WATCH_AT_MOST.as_secs()
+        );
     }
     probing.store(false, Ordering::Relaxed);
     let _ = prober.await;
     let probes = probes.lock().unwrap();
     let secs = |d: Duration| format!("{:.2} s", d.as_secs_f64());
-    println!(
-        "opening took {}; the first closed {} and the last {} after the first opened \
-         ({} after the last opened)",
-        secs(all_open - started),
-        secs(first_closed.unwrap_or(last_closed) - started),
-        secs(last_closed - started),
-        secs(last_closed.saturating_duration_since(all_open)),
-    );
+    println!("opening took {}", secs(all_open - started));
+    if let Some(first_closed) = first_closed {
+        println!(
+            "the first closed {} and the last {} after the first opened ({} after the last \
+             opened)",
+            secs(first_closed - started),
+            secs(last_closed - started),
+            secs(last_closed.saturating_duration_since(all_open)),
+        );
+    }
     println!(
         "/healthz meanwhile: {} answered 200, {} failed, slowest {:.1} ms",
         probes.answered,
@@ -306,7 +320,7 @@ async fn stall(store: &SqliteStore, server: SocketAddr, clients: &[&TcpStream]) 
                 .unwrap();
         }
         let now = queues();
-        if now != last || now.iter().any(|q| *q == 0) {
+        if now != last || now.contains(&0) {
             steady_since = Instant::now();
         }
         last = now;
