@@ -354,6 +354,116 @@ test('every page of both apps loads with no console errors', { timeout: 90000 },
   }
 })
 
+test('tabs presenting one refresh token at the same moment all stay signed in', { timeout: 90000 }, async () => {
+  // The demo's session code serializes renewals with a Web Lock; here the lock is
+  // bypassed: each tab posts the same refresh token at the same instant, as tabs
+  // without such a lock (or several browsers sharing a token) would.
+  const TABS = 4
+  const bobContext = await browser.newContext({ viewport: { width: 1000, height: 700 } })
+  const tabs = [watch(await bobContext.newPage(), 'bob tab 1')]
+  await tabs[0].goto(base + '/')
+  await login(tabs[0], 'bob')
+  await tabs[0].waitForSelector('[data-testid=status-footer][data-status=live]')
+  for (let i = 2; i <= TABS; i++) {
+    const tab = watch(await bobContext.newPage(), `bob tab ${i}`)
+    await tab.goto(base + '/')
+    await tab.waitForSelector('[data-testid=status-footer][data-status=live]')
+    tabs.push(tab)
+  }
+  /** The shop's stored token pair, read in a tab (IndexedDB, as the session code keeps it). */
+  const stored = (tab) =>
+    tab.evaluate(
+      () =>
+        new Promise((resolve, reject) => {
+          const req = indexedDB.open('permsync-demo', 1)
+          req.onsuccess = () => {
+            const get = req.result.transaction('kv').objectStore('kv').get('shop.session')
+            get.onsuccess = () => resolve(get.result)
+            get.onerror = () => reject(get.error)
+          }
+          req.onerror = () => reject(req.error)
+        }),
+    )
+  const before = await stored(tabs[0])
+  assert.equal(before.user, 'bob')
+
+  // Every tab waits for the same instant, then refreshes and stores the answer,
+  // as the session code does after a renewal.
+  const at = Date.now() + 1500
+  const answers = await Promise.all(
+    tabs.map((tab) =>
+      tab.evaluate(
+        async ({ at, refresh }) => {
+          while (Date.now() < at) await new Promise((r) => setTimeout(r, 1))
+          const res = await fetch('/v1/auth/refresh', {
+            method: 'POST',
+            headers: { 'Content-Type': 'application/json' },
+            body: JSON.stringify({ refresh_token: refresh }),
+          })
+          const body = await res.json()
+          if (res.ok) {
+            const next = { user: 'bob', access: body.access_token, refresh: body.refresh_token, expiresAt: Date.now() + body.expires_in * 1000, ttl: body.expires_in * 1000 }
+            await new Promise((resolve, reject) => {
+              const req = indexedDB.open('permsync-demo', 1)
+              req.onsuccess = () => {
+                const tx = req.result.transaction('kv', 'readwrite')
+                tx.objectStore('kv').put(next, 'shop.session')
+                tx.oncomplete = resolve
+                tx.onerror = () => reject(tx.error)
+              }
+            })
+          }
+          return { status: res.status, cacheControl: res.headers.get('cache-control'), ...body }
+        },
+        { at, refresh: before.refresh },
+      ),
+    ),
+  )
+  for (const a of answers) {
+    assert.equal(a.status, 200, JSON.stringify(a))
+    assert.equal(a.cacheControl, 'no-store')
+  }
+  const successors = new Set(answers.map((a) => a.refresh_token))
+  assert.equal(successors.size, 1, 'every tab got the same new refresh token')
+  assert.notEqual(answers[0].refresh_token, before.refresh)
+
+  // Every tab still works: its next authenticated request, with the token it got
+  // and with the one it held before (the session was not revoked), is 200.
+  for (const [i, tab] of tabs.entries()) {
+    const statuses = await tab.evaluate(
+      async (tokens) =>
+        Promise.all(tokens.map((t) => fetch('/v1/me/permissions', { headers: { Authorization: `Bearer ${t}` } }).then((r) => r.status))),
+      [answers[i].access_token, before.access],
+    )
+    assert.deepEqual(statuses, [200, 200], `tab ${i + 1}`)
+  }
+  // Past the grace window, the tabs' own code renews with the stored successor
+  // (10-second access tokens: at least one renewal in 12 s) and every tab's
+  // event stream stays live throughout.
+  const allRenewals = async () => {
+    let n = 0
+    for (const tab of tabs) n += Number(await tab.locator('[data-testid=status-footer]').getAttribute('data-renewals'))
+    return n
+  }
+  const renewalsBefore = await allRenewals()
+  const deadline = Date.now() + 12000
+  while (Date.now() < deadline) {
+    for (const tab of tabs) assert.equal(await tab.locator('[data-testid=status-footer]').getAttribute('data-status'), 'live')
+    await tabs[0].waitForTimeout(1000)
+  }
+  const renewals = await allRenewals()
+  assert.ok(renewals > renewalsBefore, `renewed since the race (${renewals} renewals in all)`)
+  const after = await stored(tabs[0])
+  assert.notEqual(after.refresh, answers[0].refresh_token, 'the successor was rotated in turn')
+  for (const tab of tabs) {
+    assert.equal(await tab.locator('[data-testid=login-form]').count(), 0, 'never sent back to the login form')
+    const status = await tab.evaluate((t) => fetch('/v1/me/permissions', { headers: { Authorization: `Bearer ${t}` } }).then((r) => r.status), after.access)
+    assert.equal(status, 200)
+  }
+  await shot(tabs[0], '07-bob-tabs-raced')
+  await bobContext.close()
+})
+
 test('the whole scenario produced no console errors, page errors or failed requests', () => {
   assert.deepEqual(problems, [])
 })

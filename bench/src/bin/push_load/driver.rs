@@ -650,8 +650,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// Writes a token per user (line `i` for `user(i)`), an admin's and a probe's.
-fn sign_tokens(
+/// Writes a token per user (line `i` for `user(i)`), an admin's and a probe's,
+/// each of a session opened in the store (a permsync token counts only while its
+/// session is live).
+async fn sign_tokens(
+    store: &SqliteStore,
     store_keys: Vec<permsync_auth::KeyMaterial>,
     o: &Options,
     path: &Path,
@@ -663,26 +666,44 @@ fn sign_tokens(
         defaults.audience.clone(),
         Vec::new(),
     )?;
-    let sign = |sub: &str| {
-        let iat = permsync_server::time::now().0 / 1000;
-        tokens.sign(&permsync_auth::AccessClaims {
+    const TTL_SECS: i64 = 3 * 3600;
+    let (tokens, defaults) = (&tokens, &defaults);
+    let sign = |sub: String| async move {
+        let at = permsync_server::time::now();
+        let iat = at.0 / 1000;
+        let sid = format!("bench-{sub}");
+        store
+            .create_session(
+                permsync_store::NewSession {
+                    id: sid.clone(),
+                    user: UserId::parse(&sub)?,
+                    refresh_hash: permsync_auth::sha256_hex(&permsync_auth::random_token()),
+                    refresh_expires_at: at.plus_millis(TTL_SECS * 1000),
+                },
+                at,
+            )
+            .await?;
+        Ok::<_, BoxError>(tokens.sign(&permsync_auth::AccessClaims {
             iss: defaults.issuer.clone(),
-            sub: sub.to_string(),
+            sub: sub.clone(),
             aud: defaults.audience.clone(),
             iat,
-            exp: iat + 3 * 3600,
+            exp: iat + TTL_SECS,
             jti: permsync_auth::random_token(),
-            sid: format!("bench-{sub}"),
+            sid,
             prev: 0,
             perms: None,
-        })
+        }))
     };
     let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
     for i in 0..o.max {
-        writeln!(file, "{}", sign(user(i).as_str()))?;
+        writeln!(file, "{}", sign(user(i).to_string()).await?)?;
     }
     file.flush()?;
-    Ok((sign("bench-admin"), sign("probe")))
+    Ok((
+        sign("bench-admin".into()).await?,
+        sign("probe".into()).await?,
+    ))
 }
 
 /// (B): single-user grants while `idle` connections idle, timed on a probe
@@ -773,7 +794,7 @@ pub async fn run(args: &[String]) -> Result<(), BoxError> {
         .await
         .map_err(|e| e.to_string())?;
     let tokens = dir.path().join("tokens");
-    let (admin, probe) = sign_tokens(keys, &o, &tokens)?;
+    let (admin, probe) = sign_tokens(&store, keys, &o, &tokens).await?;
     drop(store);
     report.say(format!(
         "setup: {} users (the first {} in role team, {} in role wide, all in role all), tokens: {:.1} s",
