@@ -106,9 +106,33 @@ impl FileConfig {
 
     /// Parses the text of a configuration file.
     pub fn parse(text: &str) -> anyhow::Result<FileConfig> {
-        // The whole report names the line and column and shows them; its message
-        // alone does neither, and is empty for some errors (a key without a value).
-        toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
+        toml::from_str(text).map_err(|e| {
+            // toml's message names the unknown or mistyped key but not where it is,
+            // and is empty for some syntax errors (a key without a value): say where,
+            // on one line like every other error.
+            let what = match e.message().trim() {
+                "" => "invalid TOML".to_owned(),
+                message => message.replace('\n', "; "),
+            };
+            match e.span() {
+                Some(span) => {
+                    let before = text.get(..span.start).unwrap_or(text);
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+                    // The line itself, which names the key a type error is about.
+                    let source: String = text
+                        .lines()
+                        .nth(line - 1)
+                        .unwrap_or("")
+                        .trim()
+                        .chars()
+                        .take(80)
+                        .collect();
+                    anyhow::anyhow!("line {line}, column {column}: {what} (in `{source}`)")
+                }
+                None => anyhow::anyhow!("{what}"),
+            }
+        })
     }
 }
 
@@ -302,12 +326,20 @@ mod tests {
     fn syntax_errors_say_where_even_when_toml_gives_no_message() {
         // toml's own message for a key without a value is empty.
         let err = FileConfig::parse("stale_tokens = \"allow\"\nissuer = ").unwrap_err();
-        let err = err.to_string();
-        assert!(err.contains("line 2, column 10"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "line 2, column 10: invalid TOML (in `issuer =`)"
+        );
         let err = FileConfig::parse("[streams]\nkeepalive_secs = 5\n").unwrap_err();
         let err = err.to_string();
         assert!(
-            err.contains("line 2") && err.contains("keepalive_secs"),
+            err.starts_with("line 2, column 1: unknown field `keepalive_secs`"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+        let err = FileConfig::parse("[x").unwrap_err().to_string();
+        assert!(
+            err.starts_with("line 1, column 3: ") && err.lines().count() == 1,
             "{err}"
         );
     }

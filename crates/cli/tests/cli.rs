@@ -341,6 +341,11 @@ fn config_file_env_and_flags_in_that_order() {
     std::fs::write(&path, "stale_tokens = \"sometimes\"\n").unwrap();
     let err = e.fails(&["serve", "--config", path.to_str().unwrap()]);
     assert!(err.contains("stale_tokens"), "{err}");
+    // A syntax error that toml gives no message for still says where, on one line.
+    std::fs::write(&path, "stale_tokens = \"allow\"\nissuer = ").unwrap();
+    let err = e.fails(&["serve", "--config", path.to_str().unwrap()]);
+    assert!(err.contains("line 2, column 10"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 
     // The file says one address, the environment another, the flag a third: the flag wins.
     std::fs::write(
